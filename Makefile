@@ -1,0 +1,29 @@
+# The two commands that matter on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+demo: $(STAMP)
+	$(PY) -m cost_jax.demo --workdir demo_out
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_speed.py
+	$(PY) benchmarks/input_pipeline.py
+
+clean:
+	rm -rf $(VENV) demo_out
