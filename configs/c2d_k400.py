@@ -1,0 +1,13 @@
+"""C2D R50 8x8x1 on Kinetics-400, 160 epochs.
+
+Run:    python -m cost_jax.main --config=configs/c2d_k400.py --workdir=runs/c2d_k400
+Official result (10 clips x 3 crops, top-1 / top-5): 72.28 / 89.99
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.model = base.get_model_config('c2d')
+  return config

@@ -1,0 +1,12 @@
+"""C2D R50 8x8x1 on Moments in Time v1 (339 classes), 48 epochs.
+
+Run:    python -m cost_jax.main --config=configs/c2d_mit.py --workdir=runs/c2d_mit
+Official result (10 clips x 3 crops, top-1 / top-5): 30.17 / 56.75
+"""
+
+from configs import c2d_k400
+from configs import mit_data
+
+
+def get_config():
+  return mit_data.to_mit(c2d_k400.get_config())

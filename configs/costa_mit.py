@@ -1,0 +1,12 @@
+"""CoST(a) R50 8x8x1 on Moments in Time v1 (339 classes), 48 epochs.
+
+Run:    python -m cost_jax.main --config=configs/costa_mit.py --workdir=runs/costa_mit
+Official result (10 clips x 3 crops, top-1 / top-5): 30.80 / 57.94
+"""
+
+from configs import costa_k400
+from configs import mit_data
+
+
+def get_config():
+  return mit_data.to_mit(costa_k400.get_config())

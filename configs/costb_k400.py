@@ -1,0 +1,13 @@
+"""CoST(b) R50 8x8x1 on Kinetics-400, 160 epochs.
+
+Run:    python -m cost_jax.main --config=configs/costb_k400.py --workdir=runs/costb_k400
+Official result (10 clips x 3 crops, top-1 / top-5): 73.85 / 90.98
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.model = base.get_model_config('costb')
+  return config

@@ -1,0 +1,12 @@
+"""CoST(b) R50 8x8x1 on Moments in Time v1 (339 classes), 48 epochs.
+
+Run:    python -m cost_jax.main --config=configs/costb_mit.py --workdir=runs/costb_mit
+Official result (10 clips x 3 crops, top-1 / top-5): 32.23 / 59.84
+"""
+
+from configs import costb_k400
+from configs import mit_data
+
+
+def get_config():
+  return mit_data.to_mit(costb_k400.get_config())
