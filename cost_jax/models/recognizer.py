@@ -1,0 +1,57 @@
+"""`Recognizer3D` (backbone + head) and its construction from a model config."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from cost_jax.models.head import I3DHead
+from cost_jax.models.resnet3d import ResNet3d
+
+COST_IMPLS = ('fold2d', 'conv3d')
+
+
+class Recognizer3D(nn.Module):
+  """Clips (N, T, H, W, 3) float32, already normalised -> logits (N, num_classes)."""
+  backbone: ResNet3d
+  cls_head: I3DHead
+
+  def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
+    return self.cls_head(self.backbone(clips, train), train)
+
+  def features(self, clips: jax.Array, train: bool = False) -> jax.Array:
+    """Backbone output (MMAction2's `extract_feat`)."""
+    return self.backbone(clips, train)
+
+
+def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
+  """Builds the recognizer described by `config.model` (see configs/base.py)."""
+  cfg = dict(model_config)
+  if cfg.get('cost_impl', 'fold2d') not in COST_IMPLS:
+    raise ValueError(f"model.cost_impl must be one of {COST_IMPLS}, got {cfg['cost_impl']!r}")
+  dtype = jnp.dtype(cfg.get('dtype', 'float32'))
+  backbone = ResNet3d(
+      arch=cfg['arch'],
+      depth=cfg['depth'],
+      base_channels=cfg['base_channels'],
+      conv1_kernel=tuple(cfg.get('conv1_kernel', (1, 7, 7))),
+      conv1_stride_t=cfg.get('conv1_stride_t', 1),
+      pool1_stride_t=cfg.get('pool1_stride_t', 1),
+      with_pool2=cfg.get('with_pool2', True),
+      inflate=cfg['inflate'],
+      spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
+      temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
+      fold=cfg.get('cost_impl', 'fold2d') == 'fold2d',
+      bn_group_size=cfg.get('bn_group_size', 0),
+      remat=cfg.get('remat', False),
+      dtype=dtype,
+      parent=None)
+  head = I3DHead(cfg['num_classes'], cfg.get('dropout_ratio', 0.5), parent=None)
+  return Recognizer3D(backbone=backbone, cls_head=head)
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

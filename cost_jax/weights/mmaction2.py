@@ -1,0 +1,199 @@
+"""Import MMAction2 / CoST checkpoints (`.pth` or `.npz`) into Flax variables, without PyTorch."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from configs import base as base_config
+from cost_jax.models import create_model
+from cost_jax.models.resnet3d import STAGE_BLOCKS, expand_inflate
+from cost_jax.weights import keymap
+from cost_jax.weights.torch_pickle import load_state_dict
+
+# Fields of the model config that a checkpoint's tensors determine. The temporal strides of the
+# stem leave no trace in the weights; a given config decides them.
+ARCH_FIELDS = ('arch', 'depth', 'base_channels', 'num_classes', 'conv1_kernel', 'inflate')
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's tensors do not fit the model; lists every offending key."""
+
+  def __init__(self, path: str, missing: list[str], unexpected: list[str],
+               mismatched: list[tuple[str, tuple, tuple]]):
+    self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+    lines = [f'{path}: checkpoint does not match the model']
+    if missing:
+      lines.append(f'  missing keys ({len(missing)}): ' + ', '.join(missing))
+    if unexpected:
+      lines.append(f'  unexpected keys ({len(unexpected)}): ' + ', '.join(unexpected))
+    for key, got, want in mismatched:
+      lines.append(f'  shape mismatch {key}: checkpoint {got}, model {want}')
+    super().__init__('\n'.join(lines))
+
+
+def _strip_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def _meta_int(meta: Mapping[str, Any] | None, name: str) -> int | None:
+  """Reads e.g. `conv1_stride_t` from the config text MMAction2 stores in `meta['config']`."""
+  text = str((meta or {}).get('config', ''))
+  match = re.search(rf"['\"]?{name}['\"]?\s*[:=]\s*(\d+)", text)
+  return int(match.group(1)) if match else None
+
+
+def _block_flag(sd: Mapping[str, np.ndarray], prefix: str) -> tuple[int, str]:
+  """(inflated, arch) of one bottleneck from its keys and kernel shapes."""
+  if f'{prefix}.conv2.conv.alpha' in sd:
+    return 1, 'costa'
+  if f'{prefix}.conv2.conv.fc1.weight' in sd:
+    return 1, 'costb'
+  if sd[f'{prefix}.conv1.conv.weight'].shape[2] > 1:
+    return 1, 'i3d'
+  if sd[f'{prefix}.conv2.conv.weight'].shape[2] > 1:
+    return 1, '3x3x3'
+  return 0, 'c2d'
+
+
+def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
+                       source: str = 'checkpoint') -> ml_collections.ConfigDict:
+  """The architecture a state dict describes: arch, depth, width, classes, stem, inflate."""
+  sd = _strip_prefix(state_dict)
+  for key in ('backbone.conv1.conv.weight', 'cls_head.fc_cls.weight'):
+    if key not in sd:
+      raise ValueError(f'{source}: not an MMAction2 ResNet3d checkpoint, key {key!r} is missing')
+  blocks = []
+  for stage in range(1, 5):
+    indices = {int(m.group(1)) for k in sd
+               for m in [re.match(rf'backbone\.layer{stage}\.(\d+)\.', k)] if m}
+    blocks.append(max(indices) + 1 if indices else 0)
+  depth = next((d for d, b in STAGE_BLOCKS.items() if tuple(blocks) == b), None)
+  if depth is None:
+    raise ValueError(f'{source}: blocks per stage {tuple(blocks)} match no ResNet depth '
+                     f'({STAGE_BLOCKS})')
+  flags, archs = [], set()
+  for stage, n in enumerate(blocks, start=1):
+    stage_flags = []
+    for i in range(n):
+      flag, arch = _block_flag(sd, f'backbone.layer{stage}.{i}')
+      stage_flags.append(flag)
+      if flag:
+        archs.add(arch)
+    flags.append(tuple(stage_flags))
+  if len(archs) > 1:
+    raise ValueError(f'{source}: blocks of several kinds {sorted(archs)} in one checkpoint')
+  arch = archs.pop() if archs else 'c2d'
+  stem = sd['backbone.conv1.conv.weight']
+  conv1_kernel = tuple(int(s) for s in stem.shape[2:])
+  # Temporal strides leave no trace in the weights: take them from the stored config, else from
+  # the convention of the official configs (a temporal stem kernel comes with strides 2).
+  default_stride_t = 2 if conv1_kernel[0] > 1 else 1
+  config = base_config.get_model_config(arch)
+  config.update(dict(
+      depth=depth,
+      base_channels=int(stem.shape[0]),
+      num_classes=int(sd['cls_head.fc_cls.weight'].shape[0]),
+      conv1_kernel=conv1_kernel,
+      conv1_stride_t=_meta_int(meta, 'conv1_stride_t') or default_stride_t,
+      pool1_stride_t=_meta_int(meta, 'pool1_stride_t') or default_stride_t,
+      inflate=tuple(flags)))
+  return config
+
+
+def _check_against(inferred: ml_collections.ConfigDict, wanted: Mapping[str, Any],
+                   source: str) -> None:
+  diffs = []
+  for field in ARCH_FIELDS:
+    got, want = inferred[field], wanted[field]
+    if field == 'inflate':
+      got, want = expand_inflate(got, inferred.depth), expand_inflate(want, wanted['depth'])
+    elif isinstance(want, (tuple, list)):
+      got, want = tuple(got), tuple(want)
+    if field == 'arch' and not any(map(any, inferred.inflate)):
+      continue  # no inflated block: `inflate` alone decides, whatever the arch is called
+    if got != want:
+      diffs.append(f'{field}: checkpoint {got}, config {want}')
+  if diffs:
+    raise ValueError(f'{source}: checkpoint does not match the given config:\n  '
+                     + '\n  '.join(diffs))
+
+
+def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
+  """Flat {(collection, *path): shape} of a model's variables, without allocating them."""
+  model = create_model(model_config)
+  t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
+  clips = jax.ShapeDtypeStruct((1, t, 64, 64, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda c: model.init({'params': jax.random.key(0)}, c), clips)
+  shapes = {k: shapes[k] for k in ('params', 'batch_stats')}
+  return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+
+
+def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
+                            model_config: Mapping[str, Any], source: str = 'checkpoint',
+                            strict: bool = True) -> dict:
+  """Converts a state dict to Flax variables of `model_config`.
+
+  With `strict`, any missing, unexpected or shape-mismatched key raises CheckpointMismatchError
+  listing all of them; otherwise missing leaves are left out of the result.
+  """
+  sd = _strip_prefix(state_dict)
+  expected = variable_shapes(model_config)
+  flat, unexpected, mismatched = {}, [], []
+  for key, value in sd.items():
+    module = key.rsplit('.', 1)[0]
+    is_cost = f'{module}.alpha' in sd or f'{module}.fc1.weight' in sd
+    target = keymap.torch_to_flax(key, is_cost)
+    if target is None:
+      if not key.endswith(keymap.IGNORED_SUFFIXES):
+        unexpected.append(key)
+      continue
+    collection, path, convert = target
+    leaf = (collection,) + path
+    if leaf not in expected:
+      unexpected.append(key)
+      continue
+    try:
+      array = convert(np.asarray(value, np.float32))
+    except ValueError:
+      array = None
+    if array is None or array.shape != expected[leaf]:
+      mismatched.append((key, tuple(np.shape(value)), expected[leaf]))
+      continue
+    flat[leaf] = array
+  missing = [keymap.flax_to_torch_key(k[0], k[1:]) for k in expected if k not in flat]
+  if strict and (missing or unexpected or mismatched):
+    raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+  return traverse_util.unflatten_dict(flat)
+
+
+def _resolve_model_config(config) -> Mapping[str, Any] | None:
+  if config is None:
+    return None
+  return config.model if 'model' in config else config
+
+
+def import_mmaction2(path: str, config=None, strict: bool = True
+                     ) -> tuple[ml_collections.ConfigDict, dict]:
+  """Reads an MMAction2/CoST checkpoint and returns (model_config, variables).
+
+  The architecture is inferred from the keys and shapes. When `config` (a full config or its
+  `model` part) is given, the checkpoint must match it, and its run-time fields (bn_group_size,
+  cost_impl, dtype, ...) are kept.
+  """
+  state_dict, meta = load_state_dict(path)
+  inferred = infer_model_config(state_dict, meta, source=path)
+  wanted = _resolve_model_config(config)
+  if wanted is not None:
+    _check_against(inferred, wanted, path)
+    model_config = ml_collections.ConfigDict(dict(wanted))
+  else:
+    model_config = inferred
+  variables = state_dict_to_variables(state_dict, model_config, source=path, strict=strict)
+  return model_config, variables
