@@ -145,7 +145,7 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
   """
   sd = _strip_prefix(state_dict)
   expected = variable_shapes(model_config)
-  flat, unexpected, mismatched = {}, [], []
+  flat, unexpected, mismatched, mismatched_leaves = {}, [], [], set()
   for key, value in sd.items():
     module = key.rsplit('.', 1)[0]
     is_cost = f'{module}.alpha' in sd or f'{module}.fc1.weight' in sd
@@ -165,9 +165,11 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
       array = None
     if array is None or array.shape != expected[leaf]:
       mismatched.append((key, tuple(np.shape(value)), expected[leaf]))
+      mismatched_leaves.add(leaf)
       continue
     flat[leaf] = array
-  missing = [keymap.flax_to_torch_key(k[0], k[1:]) for k in expected if k not in flat]
+  missing = [keymap.flax_to_torch_key(k[0], k[1:]) for k in expected
+             if k not in flat and k not in mismatched_leaves]
   if strict and (missing or unexpected or mismatched):
     raise CheckpointMismatchError(source, missing, unexpected, mismatched)
   return traverse_util.unflatten_dict(flat)
@@ -197,3 +199,20 @@ def import_mmaction2(path: str, config=None, strict: bool = True
     model_config = inferred
   variables = state_dict_to_variables(state_dict, model_config, source=path, strict=strict)
   return model_config, variables
+
+
+def variables_to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Flax variables -> an MMAction2 state dict (torch layouts and key names), for export."""
+  out = {}
+  for (collection, *path), value in traverse_util.flatten_dict(
+      {k: variables[k] for k in ('params', 'batch_stats') if k in variables}).items():
+    array = np.asarray(value)
+    if path[-1] == 'kernel':
+      if array.ndim == 5:
+        array = keymap.conv_kernel_to_torch(array)
+      elif array.ndim == 4:
+        array = keymap.cost_kernel_to_torch(array)
+      else:
+        array = array.T
+    out[keymap.flax_to_torch_key(collection, tuple(path))] = np.ascontiguousarray(array)
+  return out

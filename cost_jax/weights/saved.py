@@ -1,0 +1,53 @@
+"""A model on disk: `model_config.json` plus an orbax checkpoint of its variables.
+
+This is what `cost_jax.tools.import_mmaction2` writes and what prediction and export read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = 'model_config.json'
+VARIABLES_DIR = 'variables'
+
+
+def _plain(value):
+  if isinstance(value, (tuple, list)):
+    return [_plain(v) for v in value]
+  return value
+
+
+def save_model(directory: str, model_config: Mapping[str, Any], variables: Mapping) -> str:
+  """Writes the model config and variables under `directory` (created); returns its path."""
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, CONFIG_FILE), 'w') as f:
+    json.dump({k: _plain(v) for k, v in dict(model_config).items()}, f, indent=2)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, VARIABLES_DIR),
+                      {k: variables[k] for k in ('params', 'batch_stats')}, force=True)
+  return directory
+
+
+def _tuples(value):
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_model(directory: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """Reads what `save_model` wrote: (model_config, variables)."""
+  directory = os.path.abspath(directory)
+  config_path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f'{config_path} is missing: {directory} is not a saved cost_jax model')
+  with open(config_path) as f:
+    model_config = ml_collections.ConfigDict({k: _tuples(v) for k, v in json.load(f).items()})
+  with ocp.StandardCheckpointer() as checkpointer:
+    variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
+  return model_config, variables
