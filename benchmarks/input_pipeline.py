@@ -1,0 +1,258 @@
+"""Input-pipeline throughput per CPU core: TFRecords (tf.data) vs decoding mp4 with PyAV.
+
+  python benchmarks/input_pipeline.py [--tfrecord_dir DIR --split S --video_dir DIR]
+
+Runs the full recipe (8x8 sampling; train RandomRescale 256-320 + RandomCrop 224 + Flip; val
+Resize 256 + CenterCrop 224; test 10 clips x ThreeCrop 256) on one thread, from TFRecords
+through `cost_jax.data.input_pipeline`, and the same clips decoded straight from mp4 files with
+PyAV (MMAction2's on-the-fly path, with decord there) followed by the same transforms. Without
+`--tfrecord_dir`, it writes synthetic 340x256 H.264 videos of 64-100 frames and converts them
+with `data_prep.convert` (or a built-in writer if data_prep is absent). Prints a table and
+writes `benchmarks/results/input_pipeline.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import av
+import numpy as np
+import tensorflow as tf
+
+from configs import base
+from cost_jax.data import input_pipeline
+from cost_jax.data import sampling
+from cost_jax.data import schema
+from cost_jax.data import transforms
+
+_TFRECORD_DIR = flags.DEFINE_string("tfrecord_dir", "", "existing TFRecords (else synthetic)")
+_SPLIT = flags.DEFINE_string("split", "train", "split to read from --tfrecord_dir")
+_VIDEO_DIR = flags.DEFINE_string("video_dir", "", "mp4 files for the PyAV path (else synthetic)")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 16, "synthetic videos to write")
+_TRAIN_CLIPS = flags.DEFINE_integer("train_clips", 128, "clips timed per train measurement")
+_EVAL_VIDEOS = flags.DEFINE_integer("eval_videos", 16, "videos timed per val/test measurement")
+_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
+                                                     "input_pipeline.json"), "JSON results")
+
+_HEIGHT, _WIDTH = 256, 340
+
+
+def _synthetic_video(rng: np.random.Generator, num_frames: int) -> np.ndarray:
+  """Moving smooth colour fields plus texture: JPEG sizes close to real footage."""
+  yy, xx = np.mgrid[:_HEIGHT, :_WIDTH].astype(np.float32)
+  texture = rng.normal(0, 12, (_HEIGHT, _WIDTH, 3)).astype(np.float32)
+  phase = rng.uniform(0, 6.28, 3)
+  frames = np.empty((num_frames, _HEIGHT, _WIDTH, 3), np.uint8)
+  for t in range(num_frames):
+    field = [128 + 80 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c] + 0.15 * t)
+             for c in range(3)]
+    frames[t] = np.clip(np.stack(field, -1) + np.roll(texture, 3 * t, axis=1), 0, 255)
+  return frames
+
+
+def _write_mp4(path: str, frames: np.ndarray, fps: int = 25) -> None:
+  with av.open(path, "w") as container:
+    stream = container.add_stream("libx264", rate=fps)
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = "yuv420p"
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+
+
+def _decode_all(path: str) -> list[np.ndarray]:
+  with av.open(path) as container:
+    return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _write_tfrecords_fallback(entries: list[tuple[str, int]], out: str, split: str) -> None:
+  """Minimal writer used only when data_prep is not importable."""
+  shards = []
+  for i in range(4):
+    name = schema.shard_name(split, i, 4)
+    with tf.io.TFRecordWriter(os.path.join(out, name)) as writer:
+      for path, label in entries[i::4]:
+        frames = _decode_all(path)
+        example = tf.train.SequenceExample()
+        ctx = example.context.feature
+        ctx[schema.LABEL_INDEX_KEY].int64_list.value.append(label)
+        ctx[schema.FILENAME_KEY].bytes_list.value.append(os.path.basename(path).encode())
+        feature_list = example.feature_lists.feature_list[schema.FRAMES_KEY]
+        for frame in frames:
+          feature_list.feature.add().bytes_list.value.append(
+              tf.io.encode_jpeg(frame, quality=90).numpy())
+        writer.write(example.SerializeToString())
+    shards.append({"file": name, "num_examples": len(entries[i::4])})
+  label_map = ["a", "b"]
+  schema.write_json_atomic(schema.manifest_path(out, split), {
+      "schema_version": schema.SCHEMA_VERSION, "split": split, "num_examples": len(entries),
+      "num_classes": 2, "label_map": label_map,
+      "label_map_sha256": schema.label_map_sha256(label_map), "options": {}, "shards": shards,
+      "num_skipped": 0})
+
+
+def _make_synthetic(root: str, num_videos: int) -> tuple[str, str, str]:
+  rng = np.random.default_rng(0)
+  video_dir, tfrecord_dir = os.path.join(root, "videos"), os.path.join(root, "tfrecords")
+  os.makedirs(video_dir)
+  os.makedirs(tfrecord_dir)
+  entries = []
+  for i in range(num_videos):
+    path = os.path.join(video_dir, f"{i:04d}.mp4")
+    _write_mp4(path, _synthetic_video(rng, int(rng.integers(64, 101))))
+    entries.append((path, i % 2))
+  try:
+    from data_prep import convert  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    convert = None
+  if convert is not None:
+    convert.convert_split(entries, tfrecord_dir, "train", ["a", "b"], convert.ConvertOptions(
+        short_side=0, jpeg_quality=90, num_shards=4, workers=1, progress=False))
+    writer = "data_prep.convert"
+  else:
+    _write_tfrecords_fallback(entries, tfrecord_dir, "train")
+    writer = "benchmark fallback"
+  return video_dir, tfrecord_dir, writer
+
+
+def _one_core(ds: tf.data.Dataset) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1
+  options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(options)
+
+
+def _time(iterator, count: int, per_item: int) -> dict[str, float]:
+  """Items per wall second and per CPU second of this process (robust on a shared machine)."""
+  next(iterator)  # warm-up: graph building, XLA compilation, first reads
+  wall, cpu = time.perf_counter(), time.process_time()
+  done = 0
+  while done < count:
+    next(iterator)
+    done += per_item
+  return {"per_cpu_s": done / (time.process_time() - cpu),
+          "per_wall_s": done / (time.perf_counter() - wall)}
+
+
+def _tfrecord_rates(cfg, num_examples: int) -> dict[str, dict[str, float]]:
+  train = _one_core(input_pipeline.create_train_dataset(
+      cfg, batch_size=8, seed=0, process_index=0, process_count=1))
+  rates = {"train": _time(iter(train), _TRAIN_CLIPS.value, 8)}
+  for mode, split in (("val", cfg.val_split), ("test", cfg.test_split)):
+    ds, _ = input_pipeline.create_eval_dataset(cfg, split=split, batch_size=1, mode=mode,
+                                               process_index=0, process_count=1)
+    iterator = iter(_one_core(ds).repeat())
+    rates[mode] = _time(iterator, min(_EVAL_VIDEOS.value, 4 * num_examples), 1)
+  return rates
+
+
+def _pyav_clip(path: str, mode: str, cfg, rng: np.random.Generator) -> np.ndarray:
+  """Decodes the sampled frames of one mp4 (sequentially, one thread), as decord would."""
+  with av.open(path) as container:
+    stream = container.streams.video[0]
+    stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+    num_frames = stream.frames
+    num_clips = {"train": 1, "val": 1, "test": cfg.test_num_clips}[mode]
+    indices = sampling.sample_frame_indices(num_frames, cfg.clip_len, cfg.frame_interval,
+                                            num_clips, mode != "train", rng=rng)
+    wanted, last, kept = set(indices.tolist()), int(indices.max()), {}
+    for i, frame in enumerate(container.decode(stream)):
+      if i in wanted:
+        kept[i] = frame.to_ndarray(format="rgb24")
+      if i >= last:
+        break
+  return np.stack([kept[i] for i in indices])
+
+
+def _pyav_rates(cfg, paths: list[str]) -> dict[str, dict[str, float]]:
+  rng = np.random.default_rng(0)
+  fns = {
+      "train": tf.function(lambda f, u: transforms.train_transform(
+          f, scale_range=cfg.train_scale_range, crop_size=cfg.crop_size,
+          flip_ratio=cfg.flip_ratio, uniform=u)),
+      "val": tf.function(lambda f, u: transforms.val_transform(
+          f, short_side=cfg.val_short_side, crop_size=cfg.crop_size)),
+      "test": tf.function(lambda f, u: transforms.multi_view_transform(
+          f, short_side=cfg.test_short_side, crop_size=cfg.test_crop_size,
+          num_clips=cfg.test_num_clips, clip_len=cfg.clip_len)),
+  }
+  counts = {"train": _TRAIN_CLIPS.value, "val": _EVAL_VIDEOS.value, "test": _EVAL_VIDEOS.value}
+  rates = {}
+  for mode, fn in fns.items():
+    def clips():
+      k = 0
+      while True:
+        frames = _pyav_clip(paths[k % len(paths)], mode, cfg, rng)
+        yield fn(tf.constant(frames), tf.constant(rng.random(4)))
+        k += 1
+    rates[mode] = _time(clips(), counts[mode], 1)
+  return rates
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  with tempfile.TemporaryDirectory() as root:
+    video_dir, tfrecord_dir, writer = _VIDEO_DIR.value, _TFRECORD_DIR.value, "given"
+    split = _SPLIT.value
+    if not tfrecord_dir or not video_dir:
+      video_dir, tfrecord_dir, writer = _make_synthetic(root, _NUM_VIDEOS.value)
+      split = "train"
+    cfg = base.get_config().data
+    cfg.update(dict(data_dir=tfrecord_dir, train_split=split, val_split=split, test_split=split,
+                    shuffle_buffer=16))
+    num_examples = input_pipeline.get_dataset_info(tfrecord_dir, split)["num_examples"]
+    paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
+                   if f.endswith(".mp4"))
+    tfrecord = _tfrecord_rates(cfg, num_examples)
+    pyav = _pyav_rates(cfg, paths)
+
+  views = cfg.test_num_clips * cfg.test_num_crops
+  rows = []
+  print(f"\nInput pipeline on one thread, per CPU-second ({_cpu_name()}); clips "
+        f"{cfg.clip_len}x{cfg.frame_interval}; TFRecords written by {writer}")
+  print(f"{'mode':6} {'unit':18} {'TFRecord':>9} {'PyAV mp4':>9} {'ratio':>6}   (per wall s)")
+  for mode in ("train", "val", "test"):
+    unit = "clips" if mode != "test" else f"videos ({views} views)"
+    ours, theirs = tfrecord[mode]["per_cpu_s"], pyav[mode]["per_cpu_s"]
+    print(f"{mode:6} {unit:18} {ours:9.2f} {theirs:9.2f} {ours / theirs:6.2f}   "
+          f"({tfrecord[mode]['per_wall_s']:.2f} vs {pyav[mode]['per_wall_s']:.2f})")
+    rows.append({"mode": mode, "unit": unit, "tfrecord_per_cpu_s": ours,
+                 "pyav_per_cpu_s": theirs, "tfrecord_over_pyav": ours / theirs,
+                 "tfrecord_per_wall_s": tfrecord[mode]["per_wall_s"],
+                 "pyav_per_wall_s": pyav[mode]["per_wall_s"]})
+  result: dict[str, Any] = {
+      "benchmark": "input_pipeline", "threads": 1, "cpu": _cpu_name(),
+      "tensorflow": tf.__version__, "pyav": av.__version__,
+      "recipe": {k: cfg[k] for k in ("clip_len", "frame_interval", "train_scale_range",
+                                     "crop_size", "val_short_side", "test_num_clips",
+                                     "test_crop_size")},
+      "data": {"source": "synthetic 340x256 H.264, 64-100 frames" if writer != "given"
+               else tfrecord_dir, "num_videos": num_examples, "tfrecord_writer": writer},
+      "rows": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+  schema.write_json_atomic(_OUTPUT.value, result)
+  print(f"wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
