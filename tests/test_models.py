@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
 from configs import base
@@ -144,23 +145,38 @@ def test_fold2d_and_conv3d_have_equal_gradients(layer):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_remat_and_bf16_compute():
-  clips = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
-  plain = create_model(_tiny('costb'))
-  variables = plain.init({'params': jax.random.key(0)}, clips)
-  remat = create_model(_tiny('costb', remat=True))
-  loss = lambda m: (lambda p: jnp.sum(m.apply({**variables, 'params': p}, clips, train=True,
-                                              mutable=['batch_stats'])[0] ** 2))
-  g_plain = jax.jit(jax.grad(loss(plain)))(variables['params'])
-  g_remat = jax.jit(jax.grad(loss(remat)))(variables['params'])
-  for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
-  bf16 = create_model(_tiny('costb', dtype='bfloat16'))
-  logits_bf16 = bf16.apply(variables, clips)
-  logits_f32 = plain.apply(variables, clips)
+def test_remat_recomputes_blocks_with_equal_gradients():
+  from cost_jax.models.resnet3d import Bottleneck
+  x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 16))
+  block = Bottleneck(4, (1, 2, 2), 'costb', True, True)
+  variables = block.init(jax.random.key(0), x, False)
+  grads = []
+  for cls in (Bottleneck, nn.remat(Bottleneck, static_argnums=(2,))):
+    module = cls(4, (1, 2, 2), 'costb', True, True)
+    loss = lambda p, m=module: jnp.sum(m.apply({**variables, 'params': p}, x, True,
+                                               mutable=['batch_stats'])[0] ** 2)
+    grads.append(jax.jit(jax.grad(loss))(variables['params']))
+  for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  # The config switch puts every block of the backbone under remat.
+  clips = jnp.zeros((2, 4, 16, 16, 3))
+  model = create_model(_tiny('costb', remat=True))
+  params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, clips))
+  jaxpr = str(jax.make_jaxpr(lambda v: jax.grad(lambda p: jnp.sum(model.apply(
+      {**v, 'params': p}, clips, train=True, mutable=['batch_stats'])[0]))(v['params']))(params))
+  assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 16
+
+
+def test_bf16_compute_keeps_float32_parameters_and_logits():
+  clips = fixtures.ncthw_to_nthwc(fixtures.load('costb_io.npz')['input'])[:, :, :32, :32]
+  _, plain, variables = _model_and_variables('costb')
+  _, bf16, _ = _model_and_variables('costb', dtype='bfloat16')
+  logits_bf16 = jax.jit(bf16.apply)(variables, clips)
+  logits_f32 = jax.jit(plain.apply)(variables, clips)
   assert logits_bf16.dtype == jnp.float32
-  assert jax.tree_util.tree_leaves(variables['params'])[0].dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
   np.testing.assert_allclose(logits_bf16, logits_f32, atol=0.1)
+  assert not np.array_equal(logits_bf16, logits_f32)
 
 
 def test_bn_groups_normalise_each_group_separately():
