@@ -1,0 +1,185 @@
+"""Exports a trained model for serving: uint8 clips in, class probabilities out.
+
+  python -m cost_jax.export --checkpoint DIR --output OUT [--format savedmodel|stablehlo|both]
+      [--frames 8] [--size 224] [--platforms cpu,cuda]
+
+The exported function takes uint8 RGB clips (N, frames, size, size, 3) (N is free), normalises
+them with the model's mean/std, runs the network in inference mode and returns softmax
+probabilities (N, num_classes). Average them over the views of a video yourself (the official
+protocol: 10 clips x 3 crops of 256, `cost_jax.inference.video_clips`).
+
+Writes to OUT:
+* `saved_model/`: a TensorFlow SavedModel (`jax.experimental.jax2tf`, weights as variables),
+  signature `serving_default`: `clips` -> {'probabilities'};
+* `model.jax_exported`: a serialized `jax.export.Exported` (StableHLO, weights embedded); load
+  it with `load_stablehlo(OUT)` or `jax.export.deserialize`, call it with `.call(clips)`;
+* `export_spec.json`: input/output spec, class names, platforms, source; `label_map.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from cost_jax.inference import loading
+
+FORMATS = ('savedmodel', 'stablehlo', 'both')
+SAVED_MODEL_DIR = 'saved_model'
+STABLEHLO_FILE = 'model.jax_exported'
+SPEC_FILE = 'export_spec.json'
+LABELS_FILE = 'label_map.txt'
+SIGNATURE = 'serving_default'
+INPUT_NAME = 'clips'
+OUTPUT_NAME = 'probabilities'
+
+
+def input_shape(bundle: loading.ModelBundle, frames: int | None = None, size: int | None = None
+                ) -> tuple[int, int, int, int]:
+  """(frames, size, size, 3) of one clip; defaults from the bundle's protocol."""
+  frames = int(frames or bundle.protocol.clip_len)
+  size = int(size or bundle.protocol.crop_size)
+  if frames < 1 or size < 1:
+    raise ValueError(f'frames and size must be >= 1, got {frames} and {size}')
+  return frames, size, size, 3
+
+
+def _spec(bundle: loading.ModelBundle, clip_shape: Sequence[int], platforms: Sequence[str],
+          formats: Sequence[str]) -> dict[str, Any]:
+  return {
+      'input': {'name': INPUT_NAME, 'shape': ['batch', *clip_shape], 'dtype': 'uint8',
+                'layout': 'NTHWC, RGB', 'normalization': 'inside: (x - mean) / std',
+                'mean': list(bundle.protocol.mean), 'std': list(bundle.protocol.std)},
+      'output': {'name': OUTPUT_NAME, 'shape': ['batch', bundle.num_classes],
+                 'dtype': 'float32', 'meaning': 'softmax probabilities per clip'},
+      'test_protocol': {
+          'clip_len': bundle.protocol.clip_len, 'frame_interval': bundle.protocol.frame_interval,
+          'num_clips': bundle.protocol.test_num_clips, 'num_crops': bundle.protocol.test_num_crops,
+          'short_side': bundle.protocol.test_short_side,
+          'crop_size': bundle.protocol.test_crop_size, 'average': bundle.protocol.average},
+      'arch': bundle.arch, 'num_classes': bundle.num_classes,
+      'label_names': list(bundle.label_names), 'platforms': list(platforms),
+      'formats': {'savedmodel': SAVED_MODEL_DIR if 'savedmodel' in formats else None,
+                  'stablehlo': STABLEHLO_FILE if 'stablehlo' in formats else None,
+                  'savedmodel_signature': SIGNATURE},
+      'source': bundle.source,
+  }
+
+
+def export_stablehlo(bundle: loading.ModelBundle, clip_shape: Sequence[int],
+                     platforms: Sequence[str] = ('cpu',)) -> jax.export.Exported:
+  """`jax.export` of clips -> probabilities, batch size symbolic, weights embedded."""
+  variables = bundle.variables
+  probabilities = bundle.probability_fn()
+  (batch,) = jax.export.symbolic_shape('batch')
+  spec = jax.ShapeDtypeStruct((batch, *clip_shape), np.uint8)
+  return jax.export.export(jax.jit(lambda clips: probabilities(variables, clips)),
+                           platforms=tuple(platforms))(spec)
+
+
+def save_stablehlo(exported: jax.export.Exported, path: str) -> str:
+  with open(path, 'wb') as f:
+    f.write(exported.serialize())
+  return path
+
+
+def load_stablehlo(directory: str) -> jax.export.Exported:
+  """The `jax.export.Exported` written by `export` to `directory` (call it with `.call`)."""
+  path = os.path.join(directory, STABLEHLO_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} is missing: {directory} holds no StableHLO export')
+  with open(path, 'rb') as f:
+    return jax.export.deserialize(bytearray(f.read()))
+
+
+def export_savedmodel(bundle: loading.ModelBundle, clip_shape: Sequence[int], directory: str,
+                      platforms: Sequence[str] = ('cpu',)) -> str:
+  """Writes a TF SavedModel: signature `serving_default(clips uint8) -> {'probabilities'}`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+
+  probabilities = bundle.probability_fn()
+  converted = jax2tf.convert(probabilities, polymorphic_shapes=[None, '(b, ...)'],
+                             with_gradient=False, native_serialization_platforms=tuple(platforms))
+  module = tf.Module()
+  module.weights = tf.nest.map_structure(
+      lambda x: tf.Variable(np.asarray(x), trainable=False), jax.tree.map(np.asarray,
+                                                                          bundle.variables))
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, *clip_shape], tf.uint8, name=INPUT_NAME)])
+  def serve(clips):
+    return {OUTPUT_NAME: converted(module.weights, clips)}
+
+  module.serve = serve
+  tf.saved_model.save(module, directory, signatures={SIGNATURE: serve})
+  return directory
+
+
+def export(bundle: loading.ModelBundle, output: str, fmt: str = 'both', frames: int | None = None,
+           size: int | None = None, platforms: Sequence[str] = ('cpu', 'cuda')) -> dict[str, str]:
+  """Exports `bundle` to `output` in `fmt` ('savedmodel', 'stablehlo' or 'both'); returns the
+  written paths."""
+  if fmt not in FORMATS:
+    raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
+  formats = ('savedmodel', 'stablehlo') if fmt == 'both' else (fmt,)
+  clip_shape = input_shape(bundle, frames, size)
+  platforms = [p.strip().lower() for p in platforms if p.strip()]
+  if not platforms:
+    raise ValueError('give at least one platform (cpu, cuda, rocm, tpu)')
+  os.makedirs(output, exist_ok=True)
+  paths = {}
+  if 'stablehlo' in formats:
+    paths['stablehlo'] = save_stablehlo(export_stablehlo(bundle, clip_shape, platforms),
+                                        os.path.join(output, STABLEHLO_FILE))
+  if 'savedmodel' in formats:
+    paths['savedmodel'] = export_savedmodel(bundle, clip_shape,
+                                            os.path.join(output, SAVED_MODEL_DIR), platforms)
+  paths['spec'] = os.path.join(output, SPEC_FILE)
+  with open(paths['spec'], 'w') as f:
+    json.dump(_spec(bundle, clip_shape, platforms, formats), f, indent=2)
+  paths['labels'] = os.path.join(output, LABELS_FILE)
+  with open(paths['labels'], 'w', encoding='utf-8') as f:
+    f.writelines(f'{name}\n' for name in bundle.label_names)
+  return paths
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m cost_jax.export', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--checkpoint', required=True, help='Trainer workdir / checkpoint '
+                      'directory, saved-model directory or MMAction2 .pth/.npz.')
+  parser.add_argument('--output', required=True, help='Directory to write the export to.')
+  parser.add_argument('--format', default='both', choices=FORMATS, help='What to export.')
+  parser.add_argument('--frames', type=int, help='Frames per clip (default: the clip length).')
+  parser.add_argument('--size', type=int, help='Clip height = width (default: the centre crop).')
+  parser.add_argument('--platforms', default='cpu,cuda', help='Comma-separated platforms to '
+                      'lower for (cpu, cuda, rocm, tpu).')
+  parser.add_argument('--labels', help='Class names file (default: found next to the checkpoint).')
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (2 for bad input)."""
+  args = _parser().parse_args(argv)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  try:
+    bundle = loading.load_bundle(args.checkpoint, args.labels)
+    paths = export(bundle, args.output, args.format, args.frames, args.size,
+                   args.platforms.split(','))
+  except (OSError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  for kind, path in paths.items():
+    print(f'{kind}: {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

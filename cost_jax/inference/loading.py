@@ -1,0 +1,364 @@
+"""Loads a model for inference, with its class names and test protocol, from any of:
+
+* a trainer workdir (`config.json`, `checkpoints/<step>/state`, `manifests/`), its `checkpoints`
+  directory or one step directory of it: the latest (or that) step's params and BatchNorm stats;
+* a saved-model directory (`model_config.json` + `variables/`, see `cost_jax.weights.saved`);
+* an MMAction2 / CoST checkpoint file (`.pth`, or the same tensors as `.npz`).
+
+Class names come from `labels=` (a text file with one name per line, or a JSON list), else from a
+label file next to the checkpoint (`LABEL_FILES`), else from the workdir's data manifests or the
+`label_map.txt` of its data directory; without any, classes are called ``class_<i>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from configs import base as base_config
+from cost_jax import checkpointing, metrics
+from cost_jax.data import transforms
+from cost_jax.models import Recognizer3D, create_model
+from cost_jax.weights import saved
+from cost_jax.weights.mmaction2 import infer_model_config, state_dict_to_variables
+from cost_jax.weights.torch_pickle import load_state_dict
+
+LABEL_FILES = ('label_map.txt', 'labels.txt', 'classes.txt')
+TRAINER_CONFIG = 'config.json'
+TRAINER_CHECKPOINTS = 'checkpoints'
+WEIGHT_SUFFIXES = ('.pth', '.pt', '.npz')
+# Fields of `config.data` (plus two top-level ones) that define how test views are built.
+PROTOCOL_FIELDS = ('clip_len', 'frame_interval', 'test_num_clips', 'test_num_crops',
+                   'val_short_side', 'crop_size', 'test_short_side', 'test_crop_size', 'mean',
+                   'std')
+
+
+@dataclasses.dataclass
+class ModelBundle:
+  """A model ready for prediction.
+
+  Attributes:
+    model: the Flax recognizer (normalised float32 NTHWC clips -> logits).
+    model_config: its `config.model`.
+    variables: {'params', 'batch_stats'}.
+    protocol: how to build test views (`PROTOCOL_FIELDS`, plus `views_per_chunk` and `average`).
+    label_names: one name per class.
+    source: where the weights came from (for reports).
+  """
+  model: Recognizer3D
+  model_config: ml_collections.ConfigDict
+  variables: dict[str, Any]
+  protocol: ml_collections.ConfigDict
+  label_names: list[str]
+  source: str
+  _apply_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.model_config.num_classes)
+
+  @property
+  def arch(self) -> str:
+    return str(self.model_config.arch)
+
+  def logits_fn(self) -> Callable[[Mapping[str, Any], jax.Array], jax.Array]:
+    """Pure `(variables, uint8 clips (N, T, H, W, 3)) -> float32 logits (N, K)`; normalises
+    the clips with the protocol's mean/std first. Not jitted (export wraps it)."""
+    model, mean, std = self.model, tuple(self.protocol.mean), tuple(self.protocol.std)
+
+    def logits(variables, clips_uint8):
+      clips = transforms.normalize(clips_uint8, mean, std)
+      return model.apply(variables, clips, train=False).astype(jnp.float32)
+    return logits
+
+  def probability_fn(self) -> Callable[[Mapping[str, Any], jax.Array], jax.Array]:
+    """Pure `(variables, uint8 clips (N, T, H, W, 3)) -> softmax probabilities (N, K)`."""
+    logits = self.logits_fn()
+    return lambda variables, clips: jax.nn.softmax(logits(variables, clips), axis=-1)
+
+  def view_scores(self, clips_uint8: np.ndarray) -> np.ndarray:
+    """Per-view scores to average (softmax, or logits if `protocol.average` is 'score'), jitted
+    once per bundle (the protocol's mean/std/average are read then); (N, K) float32 numpy."""
+    if 'scores' not in self._apply_cache:
+      logits, average = self.logits_fn(), self.protocol.average
+      self._apply_cache['scores'] = jax.jit(
+          lambda v, c: metrics.view_scores(logits(v, c), average))
+    return np.asarray(self._apply_cache['scores'](self.variables, clips_uint8))
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def default_protocol(config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The test protocol of a full config (default: the official one of `configs/base.py`)."""
+  config = config or base_config.get_config()
+  protocol = ml_collections.ConfigDict({k: config.data[k] for k in PROTOCOL_FIELDS})
+  protocol.views_per_chunk = int(config.get('test_views_per_chunk', 10))
+  protocol.average = str(config.get('test_average', 'prob'))
+  return protocol
+
+
+def check_protocol(protocol: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the protocol field that cannot work."""
+  for key in ('clip_len', 'frame_interval', 'test_num_clips', 'val_short_side', 'crop_size',
+              'test_short_side', 'test_crop_size', 'views_per_chunk'):
+    if int(protocol[key]) < 1:
+      raise ValueError(f'protocol.{key}={protocol[key]!r} must be >= 1')
+  if protocol.test_num_crops != 3:
+    raise ValueError(f'protocol.test_num_crops={protocol.test_num_crops} must be 3 (ThreeCrop)')
+  if protocol.test_short_side != protocol.test_crop_size:
+    raise ValueError(
+        f'ThreeCrop needs test_short_side == test_crop_size, got {protocol.test_short_side} '
+        f'and {protocol.test_crop_size}')
+  if protocol.crop_size > protocol.val_short_side:
+    raise ValueError(f'protocol.crop_size={protocol.crop_size} exceeds '
+                     f'val_short_side={protocol.val_short_side}')
+  if protocol.average not in metrics.VIEW_AVERAGES:
+    raise ValueError(f'protocol.average={protocol.average!r} is not one of '
+                     f'{metrics.VIEW_AVERAGES}')
+
+
+def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
+  """clip_len / frame_interval from the config text an MMAction2 checkpoint stores in meta."""
+  text = str((meta or {}).get('config', ''))
+  found = {}
+  for name in ('clip_len', 'frame_interval'):
+    match = re.search(rf"['\"]?{name}['\"]?\s*[:=]\s*(\d+)", text)
+    if match:
+      found[name] = int(match.group(1))
+  return found
+
+
+# ----------------------------------------------------------------------------- label names
+
+
+def read_label_names(path: str) -> list[str]:
+  """Class names from a text file (line i = class i) or a JSON list / {index: name} object."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'label file {path!r} does not exist')
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  if path.endswith('.json'):
+    try:
+      data = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON ({e})') from None
+    if isinstance(data, dict):
+      try:
+        data = [data[str(i)] for i in range(len(data))]
+      except KeyError as e:
+        raise ValueError(f'{path}: keys must be 0..{len(data) - 1}, {e} is missing') from None
+    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+      raise ValueError(f'{path}: expected a JSON list of class names')
+    names = data
+  else:
+    names = text.splitlines()
+    while names and not names[-1].strip():
+      names.pop()
+  for i, name in enumerate(names):
+    if not name.strip():
+      raise ValueError(f'{path}: class {i} (line {i + 1}) has an empty name')
+  if not names:
+    raise ValueError(f'{path}: no class names')
+  return names
+
+
+def _manifest_label_names(workdir: str) -> tuple[list[str], str] | None:
+  for path in sorted(glob.glob(os.path.join(workdir, 'manifests', '*.manifest.json'))):
+    with open(path) as f:
+      names = json.load(f).get('label_map')
+    if names:
+      return list(names), path
+  return None
+
+
+def find_label_names(checkpoint: str, config: ml_collections.ConfigDict | None = None
+                     ) -> tuple[list[str], str] | None:
+  """(names, file) found next to `checkpoint` / in its workdir, or None."""
+  path = os.path.abspath(checkpoint)
+  folder = path if os.path.isdir(path) else os.path.dirname(path)
+  workdir = _trainer_workdir(path)
+  folders = [folder] + ([workdir] if workdir and workdir != folder else [])
+  for candidate in folders:
+    for name in LABEL_FILES:
+      file = os.path.join(candidate, name)
+      if os.path.isfile(file):
+        return read_label_names(file), file
+  if workdir:
+    found = _manifest_label_names(workdir)
+    if found:
+      return found
+  data_dir = config.data.get('data_dir') if config is not None and 'data' in config else None
+  if data_dir:
+    file = os.path.join(data_dir, 'label_map.txt')
+    if os.path.isfile(file):
+      return read_label_names(file), file
+  return None
+
+
+def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes: int
+                    ) -> list[str]:
+  if names_and_source is None:
+    return [f'class_{i}' for i in range(num_classes)]
+  names, source = names_and_source
+  if len(names) != num_classes:
+    raise ValueError(f'{source}: {len(names)} class names, but the model has {num_classes} '
+                     'classes')
+  return list(names)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _tuples(value):
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+def _trainer_workdir(path: str) -> str | None:
+  """The trainer workdir that `path` (workdir, its checkpoints dir or a step dir) belongs to."""
+  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+    if (os.path.isfile(os.path.join(candidate, TRAINER_CONFIG))
+        and os.path.isdir(os.path.join(candidate, TRAINER_CHECKPOINTS))):
+      return candidate
+  return None
+
+
+def read_trainer_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config the trainer wrote to `workdir/config.json`."""
+  path = os.path.join(workdir, TRAINER_CONFIG)
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON ({e})') from None
+  for key in ('model', 'data'):
+    if key not in data:
+      raise ValueError(f'{path}: no {key!r} section; not a cost_jax trainer config')
+  return ml_collections.ConfigDict(_tuples(data))
+
+
+def _step_directory(path: str, workdir: str) -> str:
+  """The step directory to read: `path` itself if it is one, else the latest finished step."""
+  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, checkpointing.STATE)):
+    return path
+  manager_dir = os.path.join(workdir, TRAINER_CHECKPOINTS)
+  latest = ocp.step.latest_step_metadata(manager_dir, ocp.step.standard_name_format())
+  if latest is None:
+    raise FileNotFoundError(f'{manager_dir} holds no checkpoint (no finished step directory)')
+  return os.fspath(latest.path)
+
+
+def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """Shapes and dtypes of {'params', 'batch_stats'} of a model, without computing them."""
+  model = create_model(model_config)
+  t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
+  clips = jax.ShapeDtypeStruct((1, t, 32, 32, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda c: model.init({'params': jax.random.key(0)}, c), clips)
+  return {k: shapes[k] for k in ('params', 'batch_stats')}
+
+
+def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]
+                                  ) -> dict[str, Any]:
+  """params and batch_stats of the TrainState saved in `step_dir` (optimiser state skipped)."""
+  template = abstract_variables(model_config)
+  state_dir = os.path.join(step_dir, checkpointing.STATE)
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+          item=template, restore_args=ocp.checkpoint_utils.construct_restore_args(template),
+          partial_restore=True))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise ValueError(f'{state_dir}: cannot restore params/batch_stats of the model in '
+                     f'config.json: {e}') from None
+  return {k: restored[k] for k in ('params', 'batch_stats')}
+
+
+def _load_mmaction2(path: str) -> tuple[ml_collections.ConfigDict, dict, dict[str, int]]:
+  state_dict, meta = load_state_dict(path)
+  model_config = infer_model_config(state_dict, meta, source=path)
+  variables = state_dict_to_variables(state_dict, model_config, source=path)
+  return model_config, variables, _meta_ints(meta)
+
+
+def load_bundle(checkpoint: str, labels: str | None = None,
+                protocol_overrides: Mapping[str, Any] | None = None) -> ModelBundle:
+  """A `ModelBundle` from a trainer workdir / checkpoint dir / step dir, a saved-model dir or an
+  MMAction2 `.pth`/`.npz` file; `labels` overrides the class names, `protocol_overrides` the test
+  protocol fields (e.g. {'test_num_clips': 2})."""
+  path = os.path.abspath(checkpoint)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
+  config = None
+  if os.path.isfile(path):
+    if not path.endswith(WEIGHT_SUFFIXES):
+      raise ValueError(f'{checkpoint}: a checkpoint file must be an MMAction2 {WEIGHT_SUFFIXES} '
+                       'file; otherwise give a directory')
+    model_config, variables, found = _load_mmaction2(path)
+    protocol = default_protocol()
+    protocol.update(found)
+    source = path
+  elif os.path.isfile(os.path.join(path, saved.CONFIG_FILE)):
+    model_config, variables = saved.load_model(path)
+    protocol = default_protocol()
+    source = path
+  else:
+    workdir = _trainer_workdir(path)
+    if workdir is None:
+      raise ValueError(
+          f'{checkpoint}: not a trainer workdir (config.json + checkpoints/), a checkpoint of one, '
+          f'a saved model ({saved.CONFIG_FILE}) or an MMAction2 file {WEIGHT_SUFFIXES}')
+    config = read_trainer_config(workdir)
+    model_config = config.model
+    step_dir = _step_directory(path, workdir)
+    variables = restore_train_state_variables(step_dir, model_config)
+    protocol = default_protocol(config)
+    source = step_dir
+  if protocol_overrides:
+    unknown = sorted(set(protocol_overrides) - set(protocol.keys()))
+    if unknown:
+      raise ValueError(f'unknown protocol fields {unknown}; known: {sorted(protocol.keys())}')
+    protocol.update(dict(protocol_overrides))
+  check_protocol(protocol)
+  found = (read_label_names(labels), labels) if labels else find_label_names(path, config)
+  variables = jax.tree.map(jnp.asarray, {k: variables[k] for k in ('params', 'batch_stats')})
+  return ModelBundle(model=create_model(model_config), model_config=model_config,
+                     variables=variables, protocol=protocol,
+                     label_names=_resolve_labels(found, int(model_config.num_classes)),
+                     source=source)
+
+
+def random_bundle(model_config: Mapping[str, Any], protocol: ml_collections.ConfigDict | None
+                  = None, label_names: Sequence[str] | None = None, seed: int = 0
+                  ) -> ModelBundle:
+  """A bundle with freshly initialised weights (demos, tests).
+
+  Uses the 'rbg' PRNG, whose initialisers compile several times faster on CPU than threefry.
+  """
+  model_config = ml_collections.ConfigDict(dict(model_config))
+  model = create_model(model_config)
+  t = 8 * model_config.conv1_stride_t * model_config.pool1_stride_t
+  init = jax.jit(lambda key: model.init({'params': key}, jnp.zeros((1, t, 32, 32, 3))))
+  variables = init(jax.random.key(seed, impl='rbg'))
+  protocol = protocol if protocol is not None else default_protocol()
+  check_protocol(protocol)
+  names = list(label_names) if label_names is not None else None
+  return ModelBundle(
+      model=model, model_config=model_config,
+      variables={k: variables[k] for k in ('params', 'batch_stats')}, protocol=protocol,
+      label_names=_resolve_labels((names, 'label_names') if names else None,
+                                  int(model_config.num_classes)),
+      source=f'random init (seed {seed})')
