@@ -7,7 +7,7 @@ Resize 256 + CenterCrop 224; test 10 clips x ThreeCrop 256) on one thread, from 
 through `cost_jax.data.input_pipeline`, and the same clips decoded straight from mp4 files with
 PyAV (MMAction2's on-the-fly path, with decord there) followed by the same transforms. Without
 `--tfrecord_dir`, it writes synthetic 340x256 H.264 videos of 64-100 frames and converts them
-with `data_prep.convert` (or a built-in writer if data_prep is absent). Prints a table and
+with `data_prep.convert` (timed: conversion videos/s per worker). Prints a table and
 writes `benchmarks/results/input_pipeline.json`.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from configs import base
+from data_prep import convert
 from cost_jax.data import input_pipeline
 from cost_jax.data import sampling
 from cost_jax.data import schema
@@ -67,37 +68,6 @@ def _write_mp4(path: str, frames: np.ndarray, fps: int = 25) -> None:
     container.mux(stream.encode())
 
 
-def _decode_all(path: str) -> list[np.ndarray]:
-  with av.open(path) as container:
-    return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
-def _write_tfrecords_fallback(entries: list[tuple[str, int]], out: str, split: str) -> None:
-  """Minimal writer used only when data_prep is not importable."""
-  shards = []
-  for i in range(4):
-    name = schema.shard_name(split, i, 4)
-    with tf.io.TFRecordWriter(os.path.join(out, name)) as writer:
-      for path, label in entries[i::4]:
-        frames = _decode_all(path)
-        example = tf.train.SequenceExample()
-        ctx = example.context.feature
-        ctx[schema.LABEL_INDEX_KEY].int64_list.value.append(label)
-        ctx[schema.FILENAME_KEY].bytes_list.value.append(os.path.basename(path).encode())
-        feature_list = example.feature_lists.feature_list[schema.FRAMES_KEY]
-        for frame in frames:
-          feature_list.feature.add().bytes_list.value.append(
-              tf.io.encode_jpeg(frame, quality=90).numpy())
-        writer.write(example.SerializeToString())
-    shards.append({"file": name, "num_examples": len(entries[i::4])})
-  label_map = ["a", "b"]
-  schema.write_json_atomic(schema.manifest_path(out, split), {
-      "schema_version": schema.SCHEMA_VERSION, "split": split, "num_examples": len(entries),
-      "num_classes": 2, "label_map": label_map,
-      "label_map_sha256": schema.label_map_sha256(label_map), "options": {}, "shards": shards,
-      "num_skipped": 0})
-
-
 def _make_synthetic(root: str, num_videos: int) -> tuple[str, str, str]:
   rng = np.random.default_rng(0)
   video_dir, tfrecord_dir = os.path.join(root, "videos"), os.path.join(root, "tfrecords")
@@ -108,18 +78,12 @@ def _make_synthetic(root: str, num_videos: int) -> tuple[str, str, str]:
     path = os.path.join(video_dir, f"{i:04d}.mp4")
     _write_mp4(path, _synthetic_video(rng, int(rng.integers(64, 101))))
     entries.append((path, i % 2))
-  try:
-    from data_prep import convert  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    convert = None
-  if convert is not None:
-    convert.convert_split(entries, tfrecord_dir, "train", ["a", "b"], convert.ConvertOptions(
-        short_side=0, jpeg_quality=90, num_shards=4, workers=1, progress=False))
-    writer = "data_prep.convert"
-  else:
-    _write_tfrecords_fallback(entries, tfrecord_dir, "train")
-    writer = "benchmark fallback"
-  return video_dir, tfrecord_dir, writer
+  start = time.perf_counter()
+  convert.convert_split(entries, tfrecord_dir, "train", ["a", "b"], convert.ConvertOptions(
+      short_side=0, jpeg_quality=90, num_shards=4, workers=1, progress=False))
+  conversion = {"videos": num_videos, "workers": 1,
+                "videos_per_s_per_worker": num_videos / (time.perf_counter() - start)}
+  return video_dir, tfrecord_dir, conversion
 
 
 def _one_core(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -212,10 +176,10 @@ def main(argv: list[str]) -> None:
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
   with tempfile.TemporaryDirectory() as root:
-    video_dir, tfrecord_dir, writer = _VIDEO_DIR.value, _TFRECORD_DIR.value, "given"
+    video_dir, tfrecord_dir, conversion = _VIDEO_DIR.value, _TFRECORD_DIR.value, None
     split = _SPLIT.value
     if not tfrecord_dir or not video_dir:
-      video_dir, tfrecord_dir, writer = _make_synthetic(root, _NUM_VIDEOS.value)
+      video_dir, tfrecord_dir, conversion = _make_synthetic(root, _NUM_VIDEOS.value)
       split = "train"
     cfg = base.get_config().data
     cfg.update(dict(data_dir=tfrecord_dir, train_split=split, val_split=split, test_split=split,
@@ -229,7 +193,10 @@ def main(argv: list[str]) -> None:
   views = cfg.test_num_clips * cfg.test_num_crops
   rows = []
   print(f"\nInput pipeline on one thread, per CPU-second ({_cpu_name()}); clips "
-        f"{cfg.clip_len}x{cfg.frame_interval}; TFRecords written by {writer}")
+        f"{cfg.clip_len}x{cfg.frame_interval}")
+  if conversion:
+    print(f"conversion (data_prep.convert, 1 worker, incl. start-up): "
+          f"{conversion['videos_per_s_per_worker']:.2f} videos/s per worker")
   print(f"{'mode':6} {'unit':18} {'TFRecord':>9} {'PyAV mp4':>9} {'ratio':>6}   (per wall s)")
   for mode in ("train", "val", "test"):
     unit = "clips" if mode != "test" else f"videos ({views} views)"
@@ -246,8 +213,9 @@ def main(argv: list[str]) -> None:
       "recipe": {k: cfg[k] for k in ("clip_len", "frame_interval", "train_scale_range",
                                      "crop_size", "val_short_side", "test_num_clips",
                                      "test_crop_size")},
-      "data": {"source": "synthetic 340x256 H.264, 64-100 frames" if writer != "given"
-               else tfrecord_dir, "num_videos": num_examples, "tfrecord_writer": writer},
+      "data": {"source": "synthetic 340x256 H.264, 64-100 frames" if conversion
+               else tfrecord_dir, "num_videos": num_examples},
+      "conversion": conversion,
       "rows": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
   schema.write_json_atomic(_OUTPUT.value, result)
