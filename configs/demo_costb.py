@@ -1,0 +1,49 @@
+"""A small CoST(b) for the synthetic frame-order dataset, trained on a CPU by `make demo`.
+
+Run:    python -m cost_jax.demo --workdir demo_out     (generates the data, trains, tests)
+or      python -m cost_jax.main --config=configs/demo_costb.py --workdir=demo_out/costb \
+            --config.data.data_dir=demo_out/data/tfrecords
+
+The official recipe (SGD, momentum 0.9, wd 1e-4, clip 40, step decay, BatchNorm over groups of
+8 clips) at toy scale: width 4 instead of 64, 64x64 frames, 8 frames at interval 4, 4 classes.
+No flips: in this dataset a horizontal flip turns "move right" into "move left". On 2 CPU cores
+the model typically jumps from chance to >90% val accuracy after 500-700 of its 999 steps.
+"""
+
+from configs import base
+
+
+def get_config(arch: str = 'costb'):
+  config = base.get_config()
+  config.model = base.get_model_config(arch)
+  config.model.base_channels = 4
+  config.model.num_classes = 4            # cost_jax.demo.SYNTHETIC
+  config.model.bn_group_size = 8
+  config.model.dropout_ratio = 0.2
+
+  data = config.data
+  data.data_dir = 'demo_out/data/tfrecords'
+  data.clip_len = 8
+  data.frame_interval = 4                 # 8 x 4 = the 32 frames of a synthetic video
+  data.train_scale_range = (64, 74)
+  data.crop_size = 64
+  data.val_short_side = 64
+  data.test_short_side = 64
+  data.test_crop_size = 64
+  data.test_num_clips = 2
+  data.flip_ratio = 0.0
+  data.shuffle_buffer = 600
+
+  config.batch_size = 16
+  config.eval_batch_size = 20
+  config.test_batch_size = 4
+  config.test_views_per_chunk = 6
+  config.optimizer.base_lr = 0.05
+  config.optimizer.base_batch_size = 16
+  config.optimizer.warmup_epochs = 1
+  config.optimizer.lr_decay_epochs = (22, 25)
+  config.num_epochs = 27                  # 37 steps per epoch
+  config.eval_every_epochs = 3
+  config.log_every_steps = 37
+  config.keep_checkpoints = 1
+  return config

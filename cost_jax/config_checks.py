@@ -1,0 +1,102 @@
+"""Fail-fast validation: every check runs before any data is read or any model is compiled, and
+each error says which config key to change and to what."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import ml_collections
+
+from cost_jax.metrics import VIEW_AVERAGES
+
+DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work; the message says what to change."""
+
+
+def _divisible(what: str, value: int, by: int, by_what: str, fix: str = '') -> None:
+  if by <= 0 or value % by:
+    fix = fix or f'set {what.split("=")[0]} to a multiple of {by}'
+    raise ConfigError(f'{what}={value} is not divisible by {by_what}={by}; {fix}')
+
+
+def check_batching(config: ml_collections.ConfigDict, *, num_devices: int,
+                   num_processes: int = 1, mode: str = 'train') -> None:
+  """Batch sizes vs devices, processes, gradient accumulation and BatchNorm groups.
+
+  mode 'train' checks the train and val batches, mode 'test' the test protocol's.
+  """
+  if mode == 'train':
+    accum, batch, group = config.grad_accum_steps, config.batch_size, config.model.bn_group_size
+    if accum < 1:
+      raise ConfigError(f'grad_accum_steps={accum} must be >= 1')
+    if group < 0:
+      raise ConfigError(f'model.bn_group_size={group} must be >= 0 (0 = whole batch)')
+    _divisible('batch_size', batch, accum, 'grad_accum_steps')
+    micro = f'the micro-batch (batch_size / grad_accum_steps = {batch}/{accum})'
+    _divisible(micro, batch // accum, num_devices, 'the device count',
+               f'set batch_size to a multiple of {accum * num_devices}')
+    _divisible('batch_size', batch, num_processes * accum,
+               'process count x grad_accum_steps')
+    if group:
+      _divisible(micro, batch // accum, group, 'model.bn_group_size',
+                 f'set batch_size to a multiple of {accum * group} or change model.bn_group_size')
+    _divisible('eval_batch_size', config.eval_batch_size, num_devices, 'the device count')
+    _divisible('eval_batch_size', config.eval_batch_size, num_processes, 'the process count')
+    return
+  _divisible('test_batch_size', config.test_batch_size, num_devices, 'the device count')
+  _divisible('test_batch_size', config.test_batch_size, num_processes, 'the process count')
+  views = config.data.test_num_clips * config.data.test_num_crops
+  _divisible('data.test_num_clips x data.test_num_crops', views, config.test_views_per_chunk,
+             'test_views_per_chunk', 'set test_views_per_chunk to a divisor of it')
+
+
+def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
+  """Choices and ranges of the model, optimiser, schedule and init settings."""
+  if config.model.dtype not in DTYPES:
+    raise ConfigError(f'model.dtype={config.model.dtype!r} is not one of {DTYPES}')
+  if config.test_average not in VIEW_AVERAGES:
+    raise ConfigError(f'test_average={config.test_average!r} is not one of {VIEW_AVERAGES}')
+  if config.optimizer.name != 'sgd':
+    raise ConfigError(f"optimizer.name={config.optimizer.name!r}: only 'sgd' is implemented")
+  if config.optimizer.lr_schedule != 'step':
+    raise ConfigError(f"optimizer.lr_schedule={config.optimizer.lr_schedule!r}: only 'step' "
+                      'is implemented')
+  if list(config.optimizer.lr_decay_epochs) != sorted(config.optimizer.lr_decay_epochs):
+    raise ConfigError(f'optimizer.lr_decay_epochs={config.optimizer.lr_decay_epochs} must be '
+                      'increasing')
+  for key in ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'checkpoint_every_epochs',
+              'keep_checkpoints'):
+    if config[key] < 1:
+      raise ConfigError(f'{key}={config[key]} must be >= 1')
+  if config.checkpoint_every_steps < 0:
+    raise ConfigError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 '
+                      '(0 = only at epoch ends)')
+  if config.init.resnet2d and config.init.mmaction2:
+    raise ConfigError('set only one of init.resnet2d and init.mmaction2')
+  for key in ('resnet2d', 'mmaction2'):
+    path = config.init[key]
+    if path and not os.path.isfile(path):
+      raise ConfigError(f'init.{key}={path!r}: no such file')
+
+
+def check_data_dir(config: ml_collections.ConfigDict) -> None:
+  if not os.path.isdir(config.data.data_dir):
+    raise ConfigError(f'data.data_dir={config.data.data_dir!r} does not exist; run data_prep '
+                      'or set data.data_dir to the TFRecord directory')
+
+
+def check_dataset(config: ml_collections.ConfigDict, split: str, info: Mapping[str, Any],
+                  *, min_examples: int = 1) -> None:
+  """The split's label count must equal the model's class count."""
+  if info['num_classes'] != config.model.num_classes:
+    raise ConfigError(
+        f'split {split!r} of {config.data.data_dir!r} has {info["num_classes"]} classes but '
+        f'model.num_classes={config.model.num_classes}; set model.num_classes='
+        f'{info["num_classes"]}')
+  if info['num_examples'] < min_examples:
+    raise ConfigError(f'split {split!r} of {config.data.data_dir!r} has {info["num_examples"]} '
+                      f'videos; at least {min_examples} are needed')

@@ -1,0 +1,63 @@
+"""The official optimiser recipe (mmcv 1.6 runner + torch.optim.SGD) as an optax chain.
+
+Per step, mmcv's OptimizerHook clips the raw gradients to a global L2 norm, then torch's SGD adds
+`weight_decay * param` to every gradient, updates the momentum buffer `buf = m * buf + g` and
+steps `param -= lr * buf`. The learning rate is `base_lr * global_batch / base_batch_size`,
+multiplied by `lr_decay_factor` at each of `lr_decay_epochs` (epoch-wise, as StepLrUpdater), with
+an optional per-iteration linear warmup (mmcv's 'linear' warmup, `warmup_ratio` default 0.1).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+SCHEDULES = ('step',)
+
+
+def scaled_learning_rate(opt_config: ml_collections.ConfigDict, global_batch_size: int) -> float:
+  """The linear scaling rule: base_lr for base_batch_size clips, proportionally otherwise."""
+  return opt_config.base_lr * global_batch_size / opt_config.base_batch_size
+
+
+def create_learning_rate_schedule(opt_config: ml_collections.ConfigDict, *,
+                                  global_batch_size: int,
+                                  steps_per_epoch: int) -> optax.Schedule:
+  """Learning rate as a function of the optimiser step (0-based, as optax counts)."""
+  if opt_config.lr_schedule not in SCHEDULES:
+    raise ValueError(f'config.optimizer.lr_schedule={opt_config.lr_schedule!r} is not one of '
+                     f'{SCHEDULES}')
+  if steps_per_epoch < 1:
+    raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
+  peak = scaled_learning_rate(opt_config, global_batch_size)
+  boundaries = [int(e) * steps_per_epoch for e in opt_config.lr_decay_epochs]
+  factor = opt_config.lr_decay_factor
+  warmup_steps = int(round(opt_config.warmup_epochs * steps_per_epoch))
+  warmup_ratio = opt_config.get('warmup_ratio', 0.1)
+
+  def schedule(step):
+    step = jnp.asarray(step)
+    passed = jnp.sum(step >= jnp.asarray(boundaries)) if boundaries else 0
+    lr = peak * jnp.power(factor, passed)
+    if warmup_steps > 0:
+      k = (1.0 - step / warmup_steps) * (1.0 - warmup_ratio)
+      lr = jnp.where(step < warmup_steps, lr * (1.0 - k), lr)
+    return lr
+
+  return schedule
+
+
+def create_optimizer(opt_config: ml_collections.ConfigDict,
+                     learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """clip (raw gradients) -> + weight_decay * params -> SGD momentum, in torch's order."""
+  if opt_config.name != 'sgd':
+    raise ValueError(f"config.optimizer.name={opt_config.name!r}: only 'sgd' is implemented")
+  parts = []
+  if opt_config.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
+  if opt_config.weight_decay:
+    parts.append(optax.add_decayed_weights(opt_config.weight_decay))
+  parts.append(optax.sgd(learning_rate, momentum=opt_config.momentum or None,
+                         nesterov=opt_config.nesterov))
+  return optax.chain(*parts)

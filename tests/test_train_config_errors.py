@@ -1,0 +1,90 @@
+"""Wrong configs fail before any work, with a message that says what to change."""
+
+import os
+
+import pytest
+from absl import app
+
+from cost_jax import config_checks, main, train
+from cost_jax.config_checks import ConfigError
+from tests import train_testlib
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data'))
+  train_testlib.write_tiny_dataset(path)
+  return path
+
+
+@pytest.mark.parametrize('overrides, devices, processes, message', [
+    (dict(batch_size=6), 4, 1, r'batch_size / grad_accum_steps = 6/1.*device count=4.*'
+                               r'multiple of 4'),
+    (dict(batch_size=8, grad_accum_steps=3), 1, 1, r'batch_size=8 .*grad_accum_steps=3'),
+    (dict(batch_size=16, grad_accum_steps=2), 4, 1, None),                     # 8 per micro: ok
+    (dict(batch_size=8, grad_accum_steps=2), 8, 1, r'= 8/2\).*device count=8.*multiple of 16'),
+    (dict(batch_size=12), 1, 1, r'model.bn_group_size=8.*multiple of 8'),
+    (dict(batch_size=8, eval_batch_size=6), 4, 1, r'eval_batch_size=6 .*device count=4'),
+    (dict(batch_size=8, test_batch_size=3), 1, 2, r'test_batch_size=3 .*process count=2'),
+    (dict(batch_size=8, test_views_per_chunk=4), 1, 1, r'test_views_per_chunk=4'),
+])
+def test_batching_checks(overrides, devices, processes, message):
+  mode = 'test' if {'test_batch_size', 'test_views_per_chunk'} & set(overrides) else 'train'
+  config = train_testlib.tiny_config('unused')
+  config.model.bn_group_size = 8
+  config.update(eval_batch_size=8, test_batch_size=8)
+  config.update(overrides)
+  if message is None:
+    config_checks.check_batching(config, num_devices=devices, num_processes=processes, mode=mode)
+    return
+  with pytest.raises(ConfigError, match=message):
+    config_checks.check_batching(config, num_devices=devices, num_processes=processes, mode=mode)
+
+
+def test_choice_checks():
+  config = train_testlib.tiny_config('unused')
+  config.model.dtype = 'float16'
+  with pytest.raises(ConfigError, match="model.dtype='float16'"):
+    config_checks.check_model_and_optimizer(config)
+  config = train_testlib.tiny_config('unused')
+  config.init.resnet2d = '/nonexistent/resnet50.pth'
+  with pytest.raises(ConfigError, match='init.resnet2d=.*no such file'):
+    config_checks.check_model_and_optimizer(config)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda c: c.data.update(data_dir='/nonexistent/tfrecords'),
+     r"data.data_dir='/nonexistent/tfrecords' does not exist"),
+    (lambda c: c.model.update(num_classes=5),
+     r"split 'train' .* has 4 classes but model.num_classes=5; set model.num_classes=4"),
+    (lambda c: c.model.update(bn_group_size=3), r'bn_group_size=3'),
+    (lambda c: c.update(batch_size=16), r"split 'train' .* has 8 videos; at least 16"),
+    (lambda c: c.update(test_average='max'), r"test_average='max'"),
+])
+def test_train_fails_before_any_work(data_dir, tmp_path, change, message):
+  config = train_testlib.tiny_config(data_dir)
+  change(config)
+  workdir = str(tmp_path / 'work')
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)          # nothing was written, nothing was compiled
+
+
+def test_test_mode_needs_a_checkpoint(data_dir, tmp_path):
+  config = train_testlib.tiny_config(data_dir)
+  with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
+    train.test(config, str(tmp_path / 'empty'))
+  with pytest.raises(FileNotFoundError, match='--checkpoint'):
+    train.test(config, str(tmp_path / 'w'), checkpoint=str(tmp_path / 'missing'))
+
+
+def test_cluster_detection_and_distributed_flags():
+  assert not main.cluster_detected({})
+  assert not main.cluster_detected({'SLURM_JOB_ID': '1', 'SLURM_NTASKS': '1'})
+  assert main.cluster_detected({'SLURM_JOB_ID': '1', 'SLURM_NTASKS': '4'})
+  assert main.cluster_detected({'OMPI_COMM_WORLD_SIZE': '2'})
+  assert main.cluster_detected({'TPU_WORKER_HOSTNAMES': 'host-a,host-b'})
+  assert not main.cluster_detected({'TPU_WORKER_HOSTNAMES': 'localhost'})
+  assert not main.initialize_distributed(None, None, None, {})
+  with pytest.raises(app.UsageError, match='give all three'):
+    main.initialize_distributed('127.0.0.1:1234', 2, None, {})
