@@ -157,7 +157,7 @@ def _trainer_workdir(root, config, variables, steps):
 
 def test_trainer_workdir_checkpoint_and_step(tmp_path, bundle, videos):
   config = demo_costb.get_config()
-  config.model.update(num_classes=10)                      # the fixture's width 8 and classes
+  config.model.update(num_classes=10, base_channels=8)     # the fixture's width and classes
   config.data.update(**{k: v for k, v in TINY.items() if k != 'views_per_chunk'})
   model_config, variables = import_mmaction2(fixtures.path('costb.pth'), config)
   workdir = _trainer_workdir(tmp_path / 'run', config, variables, [(3, 0.5), (5, 1.0)])
