@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from typing import Iterator
 
 import av
 
@@ -86,6 +87,62 @@ def check_file(path: str) -> None:
     raise BadVideoError("empty file (0 bytes)")
 
 
+@dataclasses.dataclass
+class DecodeLog:
+  """What went wrong while decoding: damaged packets skipped and the last error."""
+  errors: int = 0
+  last_error: str = ""
+
+  def add(self, error: Exception) -> None:
+    self.errors += 1
+    self.last_error = str(error)
+
+
+def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+  """Opens `path` and its first video stream; `BadVideoError` says why a file is unusable."""
+  check_file(path)
+  try:
+    container = av.open(path)
+  except (av.error.FFmpegError, UnicodeDecodeError) as e:
+    raise BadVideoError(f"not a video: {e}") from None
+  if not container.streams.video:
+    kinds = sorted({s.type for s in container.streams})
+    container.close()
+    what = "audio-only" if "audio" in kinds else "no streams" if not kinds else "/".join(kinds)
+    raise BadVideoError(f"no video stream ({what})")
+  return container, container.streams.video[0]
+
+
+def robust_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  log: DecodeLog, min_side: int = MIN_SIDE,
+                  max_side: int = MAX_SIDE) -> Iterator[av.VideoFrame]:
+  """The frames of `stream`, skipping damaged packets (counted in `log`).
+
+  Stops after `_MAX_CONSECUTIVE_ERRORS` failures in a row or when demuxing fails; checks the
+  resolution of the first frame.
+  """
+  consecutive = 0
+  first = True
+  try:
+    for packet in container.demux(stream):
+      try:
+        decoded = packet.decode()
+      except av.error.FFmpegError as e:
+        log.add(e)
+        consecutive += 1
+        if consecutive >= _MAX_CONSECUTIVE_ERRORS:
+          return
+        continue
+      consecutive = 0
+      for frame in decoded:
+        if first:
+          _check_resolution(frame.height, frame.width, min_side, max_side)
+          first = False
+        yield frame
+  except av.error.FFmpegError as e:  # demuxing failed part-way
+    log.add(e)
+
+
 def decode_video(path: str, short_side: int = 320, jpeg_quality: int = 90,
                  min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> DecodedVideo:
   """Decodes every frame of `path` (first video stream) to JPEG, short side `short_side`.
@@ -94,41 +151,20 @@ def decode_video(path: str, short_side: int = 320, jpeg_quality: int = 90,
   `problem = "truncated: kept N frames of M"`. Raises `BadVideoError` (message = reason) for a
   missing, empty, unreadable or audio-only file, an absurd resolution or no decodable frame.
   """
-  check_file(path)
-  try:
-    container = av.open(path)
-  except (av.error.FFmpegError, UnicodeDecodeError) as e:
-    raise BadVideoError(f"not a video: {e}") from None
+  container, stream = open_video(path)
+  log, frames = DecodeLog(), []
+  size = None  # (original, stored) (height, width), from the first frame
   with container:
-    if not container.streams.video:
-      kinds = sorted({s.type for s in container.streams})
-      what = "audio-only" if "audio" in kinds else "no streams" if not kinds else "/".join(kinds)
-      raise BadVideoError(f"no video stream ({what})")
-    stream = container.streams.video[0]
     _check_resolution(stream.codec_context.height, stream.codec_context.width, min_side,
                       max_side)
     fps = _frame_rate(stream)
     expected = stream.frames  # 0 when the container does not say
-    frames, errors, consecutive, last_error = [], 0, 0, ""
-    size = None  # (original, stored) (height, width), from the first frame
-    try:
-      for packet in container.demux(stream):
-        try:
-          decoded = packet.decode()
-        except av.error.FFmpegError as e:
-          errors, consecutive, last_error = errors + 1, consecutive + 1, str(e)
-          if consecutive >= _MAX_CONSECUTIVE_ERRORS:
-            break
-          continue
-        consecutive = 0
-        for frame in decoded:
-          if size is None:
-            _check_resolution(frame.height, frame.width, min_side, max_side)
-            original = (frame.height, frame.width)
-            size = original, resized_shape(*original, short_side)
-          frames.append(_encode_jpeg(frame, *size[1], jpeg_quality))
-    except av.error.FFmpegError as e:  # demuxing failed part-way
-      errors, last_error = errors + 1, str(e)
+    for frame in robust_frames(container, stream, log, min_side, max_side):
+      if size is None:
+        original = (frame.height, frame.width)
+        size = original, resized_shape(*original, short_side)
+      frames.append(_encode_jpeg(frame, *size[1], jpeg_quality))
+  errors, last_error = log.errors, log.last_error
   if not frames:
     detail = f": {last_error}" if last_error else ""
     raise BadVideoError(f"no decodable frame{detail}")

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import av
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from cost_jax.data import sampling, transforms
-from data_prep.video_decode import MAX_SIDE, MIN_SIDE, BadVideoError, check_file
-
-# Stop reading a damaged file after this many packets in a row fail to decode.
-_MAX_CONSECUTIVE_ERRORS = 16
+from data_prep import video_decode
+from data_prep.video_decode import BadVideoError
 
 __all__ = ['BadVideoError', 'VideoFrames', 'num_clips_for_views', 'read_video', 'video_views',
            'views_from_frames']
@@ -46,34 +43,13 @@ def read_video(path: str) -> VideoFrames:
   reason) for a missing, empty or unreadable file, no video stream, an absurd resolution or no
   decodable frame.
   """
-  check_file(path)
-  try:
-    container = av.open(path)
-  except (av.error.FFmpegError, UnicodeDecodeError) as e:
-    raise BadVideoError(f'not a video: {e}') from None
-  frames, errors, consecutive, last_error = [], 0, 0, ''
+  container, stream = video_decode.open_video(path)
+  log = video_decode.DecodeLog()
   with container:
-    if not container.streams.video:
-      raise BadVideoError('no video stream')
-    stream = container.streams.video[0]
     fps = float(stream.average_rate or stream.guessed_rate or 0)
-    try:
-      for packet in container.demux(stream):
-        try:
-          decoded = packet.decode()
-        except av.error.FFmpegError as e:
-          errors, consecutive, last_error = errors + 1, consecutive + 1, str(e)
-          if consecutive >= _MAX_CONSECUTIVE_ERRORS:
-            break
-          continue
-        consecutive = 0
-        for frame in decoded:
-          if not frames and not (MIN_SIDE <= min(frame.height, frame.width)
-                                 and max(frame.height, frame.width) <= MAX_SIDE):
-            raise BadVideoError(f'absurd resolution {frame.width}x{frame.height}')
-          frames.append(frame.to_ndarray(format='rgb24'))
-    except av.error.FFmpegError as e:
-      errors, last_error = errors + 1, str(e)
+    frames = [frame.to_ndarray(format='rgb24')
+              for frame in video_decode.robust_frames(container, stream, log)]
+  errors, last_error = log.errors, log.last_error
   if not frames:
     raise BadVideoError('no decodable frame' + (f': {last_error}' if last_error else ''))
   if len({f.shape for f in frames}) > 1:
