@@ -58,15 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   convert.add_flags(parser)
   args = parser.parse_args(argv)
   options = convert.options_from_args(args)
-  try:
+
+  def make_jobs():
     entries = read_list_file(args.list, args.video_root)
     label_map = (convert.read_label_map(args.labels) if args.labels
                  else index_label_map(entries, args.num_classes))
-    summary = convert.convert_split(entries, args.output, args.split, label_map, options)
-  except (OSError, ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return convert.report([summary])
+    return {args.split: entries}, label_map
+
+  return convert.run_cli(make_jobs, args.output, options)
 
 
 if __name__ == "__main__":

@@ -412,6 +412,22 @@ def report(summaries: Sequence[dict[str, Any]], stream=None) -> int:
   return status
 
 
+def run_cli(make_jobs: Callable[[], tuple[Mapping[str, Iterable[EntryLike]], Sequence[str]]],
+            output_dir: str, options: ConvertOptions) -> int:
+  """The body of every front-end: `make_jobs()` -> ({split: entries}, label map), convert, report.
+
+  Returns the exit status: 2 when the inputs are unusable (the message names the file or value),
+  1 when a split converted no video, else 0.
+  """
+  try:
+    jobs, label_map = make_jobs()
+    summaries = convert_splits(jobs, output_dir, label_map, options)
+  except (OSError, ValueError, RuntimeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return report(summaries)
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
   """Adds the --output and conversion flags shared by every front-end."""
   parser.add_argument("--output", required=True, help="directory for shards and manifests")

@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   bad = [s for s in splits if s not in SPLITS]
   if bad or not splits:
     parser.error(f"--splits {args.splits!r}: each split must be one of {SPLITS}")
-  try:
+
+  def make_jobs():
     train_csv = find_annotation(args.annotations, args.root, "train")
     label_map = label_map_from_rows(read_annotations(train_csv))
     jobs = {}
@@ -128,11 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not os.path.isdir(video_dir):
         raise FileNotFoundError(f"video directory {video_dir!r} of split {split!r} not found")
       jobs[split] = split_entries(read_annotations(csv_path), video_dir, label_map, csv_path)
-    summaries = convert.convert_splits(jobs, args.output, label_map, options)
-  except (OSError, ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return convert.report(summaries)
+    return jobs, label_map
+
+  return convert.run_cli(make_jobs, args.output, options)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"--splits {args.splits!r}: each split must be one of {tuple(SPLITS)}")
   ann_dirs = [d for d in (args.annotations, os.path.join(args.root, "annotations"), args.root)
               if d]
-  try:
+
+  def make_jobs():
     label_map = read_categories(_find([os.path.join(d, CATEGORIES) for d in ann_dirs],
                                       CATEGORIES))
     jobs = {}
@@ -97,11 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               os.path.join(args.root, folder)],
                         f"video directory of split {split!r}", isdir=True)
       jobs[split] = split_entries(csv_path, video_dir, label_map)
-    summaries = convert.convert_splits(jobs, args.output, label_map, options)
-  except (OSError, ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return convert.report(summaries)
+    return jobs, label_map
+
+  return convert.run_cli(make_jobs, args.output, options)
 
 
 if __name__ == "__main__":
