@@ -131,7 +131,8 @@ def _tiny(arch, **overrides):
 @pytest.mark.parametrize('layer', [
     CoSTConv(6, 'costa', (1, 1, 1), fold=True), CoSTConv(6, 'costb', (2, 2, 2), fold=True),
     CoSTConv(6, 'costb', (1, 2, 2), fold=True), Conv3D(6, (1, 3, 3), (2, 2, 2), (0, 1, 1)),
-    Conv3D(6, (3, 1, 1), (2, 2, 2), (1, 0, 0)), Conv3D(6, (1, 7, 7), (1, 2, 2), (0, 3, 3))],
+    Conv3D(6, (3, 1, 1), (2, 2, 2), (1, 0, 0)), Conv3D(6, (1, 7, 7), (1, 2, 2), (0, 3, 3)),
+    Conv3D(6, (1, 1, 1), (2, 2, 2), (0, 0, 0))],
     ids=lambda layer: f'{type(layer).__name__}-{layer.strides}')
 def test_fold2d_and_conv3d_have_equal_gradients(layer):
   x = jax.random.normal(jax.random.key(1), (2, 5, 9, 8, 4))
