@@ -21,9 +21,12 @@ def test_one_and_four_devices_train_identically(tmp_path):
   train_testlib.write_tiny_dataset(data_dir)
   # Batch 4 in BatchNorm groups of 2: on 4 devices each group spans two devices. The toy model
   # is chaotic (a 1e-6 relative change of its parameters moves some gradients by 10%), so the
-  # whole state is compared after the first step and the loss after two.
+  # whole state (parameters, BN statistics and the momentum trace, i.e. the gradients) is
+  # compared after the first step and the loss after two; a small learning rate keeps the float
+  # noise of step 1 from being amplified into step 2's loss.
   config = train_testlib.write_config_file(str(tmp_path / 'config.py'), data_dir, num_epochs=1,
-                                           checkpoint_every_steps=1)
+                                           checkpoint_every_steps=1,
+                                           **{'optimizer.base_lr': 0.005})
   runs = {}
   for devices in (1, 4):
     workdir = str(tmp_path / f'devices{devices}')
@@ -45,4 +48,6 @@ def test_one_and_four_devices_train_identically(tmp_path):
   one = train_testlib.load_state(runs[1][2], 1)
   four = train_testlib.load_state(runs[4][2], 1)
   for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # The devices sum gradients in another order: float32 noise scales with each tensor's size.
+    scale = max(1.0, float(np.abs(b).max()))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
