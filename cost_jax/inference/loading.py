@@ -16,7 +16,6 @@ import dataclasses
 import glob
 import json
 import os
-import re
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -30,7 +29,8 @@ from cost_jax import checkpointing, metrics
 from cost_jax.data import transforms
 from cost_jax.models import Recognizer3D, create_model
 from cost_jax.weights import saved
-from cost_jax.weights.mmaction2 import infer_model_config, state_dict_to_variables
+from cost_jax.weights.mmaction2 import (abstract_variables, infer_model_config,
+                                        meta_config_int, state_dict_to_variables)
 from cost_jax.weights.torch_pickle import load_state_dict
 
 LABEL_FILES = ('label_map.txt', 'labels.txt', 'classes.txt')
@@ -130,13 +130,8 @@ def check_protocol(protocol: ml_collections.ConfigDict) -> None:
 
 def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
   """clip_len / frame_interval from the config text an MMAction2 checkpoint stores in meta."""
-  text = str((meta or {}).get('config', ''))
-  found = {}
-  for name in ('clip_len', 'frame_interval'):
-    match = re.search(rf"['\"]?{name}['\"]?\s*[:=]\s*(\d+)", text)
-    if match:
-      found[name] = int(match.group(1))
-  return found
+  found = {name: meta_config_int(meta, name) for name in ('clip_len', 'frame_interval')}
+  return {k: v for k, v in found.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------- label names
@@ -220,14 +215,6 @@ def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes:
 # ----------------------------------------------------------------------------- weights
 
 
-def _tuples(value):
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  return value
-
-
 def _trainer_workdir(path: str) -> str | None:
   """The trainer workdir that `path` (workdir, its checkpoints dir or a step dir) belongs to."""
   for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
@@ -248,7 +235,7 @@ def read_trainer_config(workdir: str) -> ml_collections.ConfigDict:
   for key in ('model', 'data'):
     if key not in data:
       raise ValueError(f'{path}: no {key!r} section; not a cost_jax trainer config')
-  return ml_collections.ConfigDict(_tuples(data))
+  return ml_collections.ConfigDict(saved.lists_to_tuples(data))
 
 
 def _step_directory(path: str, workdir: str) -> str:
@@ -260,15 +247,6 @@ def _step_directory(path: str, workdir: str) -> str:
   if latest is None:
     raise FileNotFoundError(f'{manager_dir} holds no checkpoint (no finished step directory)')
   return os.fspath(latest.path)
-
-
-def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
-  """Shapes and dtypes of {'params', 'batch_stats'} of a model, without computing them."""
-  model = create_model(model_config)
-  t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
-  clips = jax.ShapeDtypeStruct((1, t, 32, 32, 3), jnp.float32)
-  shapes = jax.eval_shape(lambda c: model.init({'params': jax.random.key(0)}, c), clips)
-  return {k: shapes[k] for k in ('params', 'batch_stats')}
 
 
 def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]

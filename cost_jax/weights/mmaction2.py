@@ -42,7 +42,7 @@ def _strip_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
   return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
 
-def _meta_int(meta: Mapping[str, Any] | None, name: str) -> int | None:
+def meta_config_int(meta: Mapping[str, Any] | None, name: str) -> int | None:
   """Reads e.g. `conv1_stride_t` from the config text MMAction2 stores in `meta['config']`."""
   text = str((meta or {}).get('config', ''))
   match = re.search(rf"['\"]?{name}['\"]?\s*[:=]\s*(\d+)", text)
@@ -101,8 +101,8 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
       base_channels=int(stem.shape[0]),
       num_classes=int(sd['cls_head.fc_cls.weight'].shape[0]),
       conv1_kernel=conv1_kernel,
-      conv1_stride_t=_meta_int(meta, 'conv1_stride_t') or default_stride_t,
-      pool1_stride_t=_meta_int(meta, 'pool1_stride_t') or default_stride_t,
+      conv1_stride_t=meta_config_int(meta, 'conv1_stride_t') or default_stride_t,
+      pool1_stride_t=meta_config_int(meta, 'pool1_stride_t') or default_stride_t,
       inflate=tuple(flags)))
   return config
 
@@ -125,14 +125,19 @@ def _check_against(inferred: ml_collections.ConfigDict, wanted: Mapping[str, Any
                      + '\n  '.join(diffs))
 
 
-def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
-  """Flat {(collection, *path): shape} of a model's variables, without allocating them."""
+def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """Shapes and dtypes of a model's {'params', 'batch_stats'}, without allocating them."""
   model = create_model(model_config)
   t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
-  clips = jax.ShapeDtypeStruct((1, t, 64, 64, 3), jnp.float32)
+  clips = jax.ShapeDtypeStruct((1, t, 32, 32, 3), jnp.float32)
   shapes = jax.eval_shape(lambda c: model.init({'params': jax.random.key(0)}, c), clips)
-  shapes = {k: shapes[k] for k in ('params', 'batch_stats')}
-  return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+  return {k: shapes[k] for k in ('params', 'batch_stats')}
+
+
+def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
+  """Flat {(collection, *path): shape} of a model's variables."""
+  flat = traverse_util.flatten_dict(abstract_variables(model_config))
+  return {k: tuple(v.shape) for k, v in flat.items()}
 
 
 def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],

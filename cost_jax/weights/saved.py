@@ -34,9 +34,12 @@ def save_model(directory: str, model_config: Mapping[str, Any], variables: Mappi
   return directory
 
 
-def _tuples(value):
+def lists_to_tuples(value):
+  """JSON lists back to the tuples configs use (recursively, also inside dicts)."""
   if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
+    return tuple(lists_to_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: lists_to_tuples(v) for k, v in value.items()}
   return value
 
 
@@ -47,7 +50,7 @@ def load_model(directory: str) -> tuple[ml_collections.ConfigDict, dict]:
   if not os.path.exists(config_path):
     raise FileNotFoundError(f'{config_path} is missing: {directory} is not a saved cost_jax model')
   with open(config_path) as f:
-    model_config = ml_collections.ConfigDict({k: _tuples(v) for k, v in json.load(f).items()})
+    model_config = ml_collections.ConfigDict(lists_to_tuples(json.load(f)))
   with ocp.StandardCheckpointer() as checkpointer:
     variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
   return model_config, variables
