@@ -31,7 +31,7 @@ def _check_png(path):
 def test_costa_reports_softmax_of_alpha(tmp_path):
   bundle = loading.load_bundle(fixtures.path('costa.pth'))
   report = analyze.analyze(bundle)
-  state = fixtures.load('costa_state.npz')
+  state = fixtures.state_dict('costa')
   alphas = {k[len('backbone.'):-len('.conv2.conv.alpha')]: v for k, v in state.items()
             if k.endswith('.alpha')}
   assert list(report['layers']) == sorted(alphas, key=lambda k: tuple(map(int, k[5:].split('.'))))

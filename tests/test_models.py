@@ -1,4 +1,4 @@
-"""Model parity with MMAction2 0.24.1 (reference outputs in ../shared/fixtures/mmaction2)."""
+"""Model parity with MMAction2 0.24.1 (reference outputs in tests/testdata/mmaction2)."""
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ from tests import fixtures
 
 
 def _model_and_variables(arch, **overrides):
-  state = fixtures.load(f'{arch}_state.npz')
+  state = fixtures.state_dict(arch)
   config = mmaction2.infer_model_config(state)
   config.update(overrides)
   return config, create_model(config), mmaction2.state_dict_to_variables(state, config)
@@ -25,7 +25,7 @@ def _model_and_variables(arch, **overrides):
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
 @pytest.mark.parametrize('impl', ['fold2d', 'conv3d'])
 def test_eval_logits_and_stages_match_mmaction2(arch, impl):
-  io = fixtures.load(f'{arch}_io.npz')
+  io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, cost_impl=impl)
   clips = fixtures.ncthw_to_nthwc(io['input'])
   logits, state = jax.jit(
@@ -44,7 +44,7 @@ def test_eval_logits_and_stages_match_mmaction2(arch, impl):
 
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
 def test_train_mode_outputs_and_running_stats_match_mmaction2(arch):
-  io = fixtures.load(f'{arch}_io.npz')
+  io = fixtures.io(arch)
   # The reference switched dropout off and used batch statistics over the whole batch of 2.
   _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
   clips = fixtures.ncthw_to_nthwc(io['input'])
@@ -69,7 +69,7 @@ def test_train_mode_outputs_and_running_stats_match_mmaction2(arch):
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
 def test_train_mode_batch_stats_depend_on_the_input(arch):
   """Guards the check above: running stats must actually move in train mode."""
-  io = fixtures.load(f'{arch}_io.npz')
+  io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
   _, new_state = model.apply(variables, fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32],
                              train=True, mutable=['batch_stats'])
@@ -169,7 +169,7 @@ def test_remat_recomputes_blocks_with_equal_gradients():
 
 
 def test_bf16_compute_keeps_float32_parameters_and_logits():
-  clips = fixtures.ncthw_to_nthwc(fixtures.load('costb_io.npz')['input'])[:, :, :32, :32]
+  clips = fixtures.ncthw_to_nthwc(fixtures.io('costb')['input'])[:, :, :32, :32]
   _, plain, variables = _model_and_variables('costb')
   _, bf16, _ = _model_and_variables('costb', dtype='bfloat16')
   logits_bf16 = jax.jit(bf16.apply)(variables, clips)

@@ -1,15 +1,14 @@
 """Frame sampling: NumPy reference and TF version vs MMAction2 fixtures and each other."""
 
 import functools
-import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from cost_jax.data import sampling
+from tests import fixtures
 
-FIXTURES = "/work/shared/fixtures/mmaction2/pipeline.json"
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,8 +28,7 @@ def _tf_indices(num_frames, clip_len, frame_interval, num_clips, test_mode, unif
 
 @pytest.fixture(scope="module")
 def fixture_cases():
-  with open(FIXTURES) as f:
-    data = json.load(f)
+  data = fixtures.load_json("pipeline.json")
   common = data["sample_frames"]["common"]
   assert common["start_index"] == 0 and common["out_of_bound_opt"] == "loop"
   # Extra cases with start_index 1 (and loop, no twice_sample): start_index is added after

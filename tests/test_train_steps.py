@@ -109,7 +109,7 @@ def test_multi_view_score_matches_mmaction2_recognizer3d():
   from cost_jax.weights import import_mmaction2
   from tests import fixtures
   model_config, variables = import_mmaction2(fixtures.path('c2d.pth'))
-  io = fixtures.load('c2d_io.npz')
+  io = fixtures.io('c2d')
   clips = fixtures.ncthw_to_nthwc(io['input'])[None]                  # (1 video, 2 views, ...)
   data = base.get_config().data
   for chunk in (1, 2):

@@ -1,6 +1,5 @@
 """Clip transforms vs MMAction2 fixtures (pipeline.json, pipeline_e2e.npz)."""
 
-import json
 
 import numpy as np
 import pytest
@@ -8,20 +7,19 @@ import tensorflow as tf
 
 from configs import base
 from cost_jax.data import transforms
+from tests import fixtures
 
-FIXTURE_DIR = "/work/shared/fixtures/mmaction2"
 MEAN, STD = base.IMAGENET_MEAN_RGB, base.IMAGENET_STD_RGB
 
 
 @pytest.fixture(scope="module")
 def pipeline():
-  with open(f"{FIXTURE_DIR}/pipeline.json") as f:
-    return json.load(f)
+  return fixtures.load_json("pipeline.json")
 
 
 @pytest.fixture(scope="module")
 def e2e():
-  return dict(np.load(f"{FIXTURE_DIR}/pipeline_e2e.npz"))
+  return fixtures.load("pipeline_e2e.npz")
 
 
 def _frames(h, w, n=2, seed=0):

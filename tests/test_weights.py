@@ -1,6 +1,5 @@
 """MMAction2 checkpoint import, strict checking, inflation of 2D ResNets, and the import CLI."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -26,10 +25,12 @@ def _flat(variables):
 
 
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
-def test_pth_and_npz_import_identically_and_infer_the_architecture(arch):
+def test_pth_and_npz_import_identically_and_infer_the_architecture(arch, tmp_path):
+  state = fixtures.state_dict(arch)
+  np.savez(tmp_path / f'{arch}.npz', **state)
   config_pth, from_pth = import_mmaction2(fixtures.path(f'{arch}.pth'))
-  config_npz, from_npz = import_mmaction2(fixtures.path(f'{arch}_state.npz'))
-  manifest = json.load(open(fixtures.path('manifest.json')))['archs'][arch]['config']['backbone']
+  config_npz, from_npz = import_mmaction2(str(tmp_path / f'{arch}.npz'))
+  manifest = fixtures.load_json('manifest.json')['archs'][arch]['config']['backbone']
   for config in (config_pth, config_npz):
     assert config.arch == arch
     assert (config.depth, config.base_channels, config.num_classes) == (50, 8, 10)
@@ -41,7 +42,6 @@ def test_pth_and_npz_import_identically_and_infer_the_architecture(arch):
   for key in flat_pth:
     np.testing.assert_array_equal(flat_pth[key], flat_npz[key])
   # Export gives back the original tensors under the original keys.
-  state = fixtures.load(f'{arch}_state.npz')
   exported = variables_to_state_dict(from_pth)
   assert set(exported) == {k for k in state if not k.endswith('num_batches_tracked')}
   for key, value in exported.items():
@@ -63,7 +63,7 @@ def test_import_checks_a_given_config():
 
 
 def test_strict_import_lists_missing_unexpected_and_mismatched_keys(tmp_path):
-  state = fixtures.load('costb_state.npz')
+  state = fixtures.state_dict('costb')
   del state['backbone.layer3.1.conv1.bn.running_var']
   state['backbone.layer9.extra.weight'] = np.zeros(3, np.float32)
   state['cls_head.fc_cls.bias'] = np.zeros(11, np.float32)
@@ -97,7 +97,7 @@ def test_not_a_resnet3d_checkpoint_is_refused(tmp_path):
 
 
 def test_stem_strides_come_from_the_stored_config():
-  state = fixtures.load('c2d_state.npz')
+  state = fixtures.state_dict('c2d')
   meta = {'config': "backbone=dict(conv1_stride_t=2, pool1_stride_t=2, depth=50)"}
   config = infer_model_config(state, meta)
   assert (config.conv1_stride_t, config.pool1_stride_t) == (2, 2)
@@ -106,12 +106,11 @@ def test_stem_strides_come_from_the_stored_config():
 
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
 def test_inflation_matches_mmaction2(arch):
-  expected = json.load(open(fixtures.path('inflation.json')))[arch]
-  reference = fixtures.load(f'{arch}_inflated_backbone.npz')
-  model_config = infer_model_config(fixtures.load(f'{arch}_state.npz'))
+  expected, reference = fixtures.inflation(arch)
+  model_config = infer_model_config(fixtures.state_dict(arch))
   variables, report = inflate_resnet2d(fixtures.path('resnet2d_tv.pth'), model_config,
                                        return_report=True)
-  assert report.from_2d == {k: v['src'] for k, v in expected['from_2d'].items()
+  assert report.from_2d == {k: v for k, v in expected['from_2d'].items()
                             if not k.endswith('num_batches_tracked')}
   assert sorted(report.kept_at_init) == sorted(expected['kept_at_init'])
   assert report.unused_2d_keys == expected['unused_2d_keys']
