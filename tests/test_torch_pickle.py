@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import sys
+import tarfile
 import types
 import zipfile
 
@@ -17,9 +18,10 @@ from cost_jax.weights.torch_pickle import CheckpointFormatError
 from cost_jax.weights.torch_pickle import UnsafeCheckpointError
 from cost_jax.weights.torch_pickle import load_state_dict
 from cost_jax.weights.torch_pickle import load_torch_checkpoint
+from tests import fixtures
 
-FIXTURES = '/work/shared/fixtures/mmaction2'
-ARCHS = ('c2d', 'i3d', 'costa', 'costb')
+FIXTURES = fixtures.FIXTURES
+ARCHS = fixtures.ARCHS
 _STORAGE_NAMES = {
     np.dtype(np.float32): 'FloatStorage', np.dtype(np.float64): 'DoubleStorage',
     np.dtype(np.float16): 'HalfStorage', np.dtype(ml_dtypes.bfloat16): 'BFloat16Storage',
@@ -106,14 +108,19 @@ def _save(obj, path, byteorder='little'):
 # The reference checkpoints written by the real torch.save.
 
 @pytest.mark.parametrize('arch', ARCHS)
-def test_fixture_matches_npz(arch):
+def test_reference_checkpoints_read_completely(arch):
   state, meta = load_state_dict(f'{FIXTURES}/{arch}.pth')
-  with np.load(f'{FIXTURES}/{arch}_state.npz') as ref:
-    assert list(state) == ref.files
-    for key in ref.files:
-      assert state[key].dtype == ref[key].dtype, key
-      assert state[key].shape == ref[key].shape, key
-      np.testing.assert_array_equal(state[key], ref[key], err_msg=key)
+  counts = fixtures.load_json('manifest.json')['archs'][arch]
+  assert len(state) == counts['n_state_tensors']
+  assert sum(v.size for k, v in state.items()
+             if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
+             ) == counts['n_params']
+  floats = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
+  assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in floats.values())
+  # BN running statistics after one train forward, recorded by MMAction2, start from these.
+  bn_after = fixtures.io(arch)
+  key = 'backbone.layer1.0.conv1.bn.num_batches_tracked'
+  assert bn_after[f'train_bn_after:{key}'] == state[key] + 1
   nbt = state['backbone.conv1.bn.num_batches_tracked']
   assert nbt.dtype == np.int64 and nbt.shape == ()
   assert all(v.flags.c_contiguous and v.flags.writeable for v in state.values())
@@ -136,9 +143,9 @@ def test_torchvision_state_dict_without_wrapper():
   assert len(state) == 320 and list(state)[:2] == ['conv1.weight', 'bn1.weight']
   assert state['fc.weight'].shape == (10, 256)
   # mmaction2 copied the stem (kt = 1) and its BN unchanged when inflating into c2d.
-  with np.load(f'{FIXTURES}/c2d_inflated_backbone.npz') as inflated:
-    np.testing.assert_array_equal(inflated['conv1.conv.weight'][:, :, 0], state['conv1.weight'])
-    np.testing.assert_array_equal(inflated['conv1.bn.running_var'], state['bn1.running_var'])
+  _, inflated = fixtures.inflation('c2d')
+  np.testing.assert_array_equal(inflated['conv1.conv.weight'][:, :, 0], state['conv1.weight'])
+  np.testing.assert_array_equal(inflated['conv1.bn.running_var'], state['bn1.running_var'])
 
 
 # Broken files.
@@ -159,7 +166,8 @@ def test_random_bytes_and_legacy_format(tmp_path):
     load_torch_checkpoint(noise)
   legacy = tmp_path / 'legacy.pth'
   legacy.write_bytes(pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2) + b'rest')
-  with pytest.raises(CheckpointFormatError, match='legacy.pth.*legacy'):
+  # The legacy format is read now: past the magic number, the header is cut short.
+  with pytest.raises(CheckpointFormatError, match='legacy.pth.*protocol version.*truncated'):
     load_torch_checkpoint(legacy)
 
 
@@ -368,3 +376,312 @@ def test_bad_npz(tmp_path):
   noise.write_bytes(b'PK\x03\x04' + os.urandom(64))
   with pytest.raises(CheckpointFormatError, match='noise.npz'):
     load_state_dict(noise)
+
+
+# The legacy (pre-1.6) torch.save format: header pickles, object pickle, key list, raw storages.
+
+TORCH_FORMATS = os.path.join(os.path.dirname(__file__), 'testdata', 'torch_formats')
+_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+class _View:
+  """A legacy storage view: `size` elements of `root` from element `offset` on."""
+
+  def __init__(self, key, root, offset, size):
+    self.key, self.root, self.offset, self.size = key, root, offset, size
+
+
+def _sys_info(little_endian=True):
+  return {'protocol_version': 1001, 'little_endian': little_endian,
+          'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+
+
+def _header(magic=_MAGIC, protocol=1001, sys_info=None):
+  return b''.join(pickle.dumps(x, protocol=2)
+                  for x in (magic, protocol, _sys_info() if sys_info is None else sys_info))
+
+
+def _save_legacy(obj, path, keys=None, **header):
+  """Writes `obj` like torch.save(..., _use_new_zipfile_serialization=False) would.
+
+  Returns the path and the offsets where the sections start.
+  """
+  torch = sys.modules['torch']
+  roots = {}
+
+  class Pickler(pickle.Pickler):
+
+    def persistent_id(self, o):
+      if not isinstance(o, (_Storage, _View)):
+        return None
+      root = o.root if isinstance(o, _View) else o
+      roots[root.key] = root
+      view = (o.key, o.offset, o.size) if isinstance(o, _View) else None
+      storage_type = getattr(torch, _STORAGE_NAMES[root.flat.dtype])
+      return ('storage', storage_type, root.key, 'cpu', root.flat.size, view)
+
+  marks = {}
+  buf = io.BytesIO()
+  buf.write(_header(**header))
+  marks['object'] = buf.tell()
+  Pickler(buf, protocol=2).dump(obj)
+  marks['keys'] = buf.tell()
+  keys = sorted(roots) if keys is None else keys
+  pickle.dump(keys, buf, protocol=2)
+  marks['data'] = buf.tell()
+  for key in (k for k in keys if k in roots):  # Keys the pickle does not use get no data.
+    flat = roots[key].flat
+    buf.write(flat.size.to_bytes(8, 'little'))
+    buf.write((flat.byteswap() if sys.byteorder != 'little' else flat).tobytes())
+  path.write_bytes(buf.getvalue())
+  return str(path), marks
+
+
+def _mmaction2_checkpoint():
+  """{'meta': ..., 'state_dict': OrderedDict with _metadata}, as mmcv's save_checkpoint writes."""
+  rng = np.random.default_rng(2)
+  arrays = collections.OrderedDict([
+      ('backbone.conv1.conv.weight', rng.normal(size=(4, 3, 1, 3, 3)).astype(np.float32)),
+      ('backbone.conv1.bn.running_var', rng.uniform(size=4).astype(np.float32)),
+      ('backbone.conv1.bn.num_batches_tracked', np.array(7, np.int64)),
+      ('cls_head.fc_cls.bias', rng.normal(size=(5,)).astype(np.float16)),
+  ])
+  state = collections.OrderedDict(
+      (k, _tensor(v, str(100 + i))) for i, (k, v) in enumerate(arrays.items()))
+  state._metadata = collections.OrderedDict([('', {'version': 1}), ('backbone', {'version': 1})])
+  meta = {'mmaction2_version': '0.24.1', 'epoch': 4, 'config': 'model = dict(...)',
+          'CLASSES': ('a', 'b')}
+  return {'meta': meta, 'state_dict': state}, arrays
+
+
+def test_legacy_dtypes(tmp_path, fake_torch):
+  rng = np.random.default_rng(1)
+  arrays = {
+      'f32': rng.normal(size=(2, 3)).astype(np.float32),
+      'f64': rng.normal(size=(4,)),
+      'f16': rng.normal(size=(3, 1)).astype(np.float16),
+      'bf16': rng.normal(size=(5,)).astype(ml_dtypes.bfloat16),
+      'i64': np.array(123456789012, np.int64),
+      'i32': np.array([-7, 8], np.int32),
+      'u8': np.array([0, 255], np.uint8),
+      'bool': np.array([True, False, True]),
+      'empty': np.zeros((0, 3), np.float32),
+  }
+  obj = {k: _tensor(v, str(i)) for i, (k, v) in enumerate(arrays.items())}
+  path, _ = _save_legacy(obj, tmp_path / 'dtypes.pth')
+  got = load_torch_checkpoint(path)
+  assert list(got) == list(arrays)
+  for key, want in arrays.items():
+    assert got[key].dtype == want.dtype and got[key].dtype.isnative, key
+    assert got[key].shape == want.shape, key
+    np.testing.assert_array_equal(got[key], want, err_msg=key)
+  assert all(v.flags.c_contiguous and v.flags.writeable for v in got.values())
+
+
+def test_legacy_views_share_one_storage(tmp_path, fake_torch):
+  flat = np.arange(24, dtype=np.float32)
+  root = _Storage('0', flat)
+  window = _View('1', root, 4, 12)  # Old torch saved storage views (offset 4, 12 elements).
+  obj = {
+      'transposed': _Tensor(root, 3, (3, 2), (1, 3)),
+      'offset_rows': _Tensor(root, 10, (2, 4), (6, 1)),
+      'expanded': _Tensor(root, 5, (3, 4), (0, 1)),
+      'whole': _Tensor(root, 0, (4, 6), (6, 1)),
+      'in_view': _Tensor(window, 2, (2, 3), (3, 1)),
+      'view_again': _Tensor(window, 0, (12,), (1,)),
+  }
+  path, _ = _save_legacy(obj, tmp_path / 'views.pth')
+  with open(path, 'rb') as f:
+    assert f.read().count(flat.tobytes()) == 1  # One storage record serves all six tensors.
+  got = load_torch_checkpoint(path)
+  np.testing.assert_array_equal(got['transposed'], flat[3:9].reshape(2, 3).T)
+  np.testing.assert_array_equal(got['offset_rows'], flat[10:22].reshape(2, 6)[:, :4])
+  np.testing.assert_array_equal(got['expanded'], np.broadcast_to(flat[5:9], (3, 4)))
+  np.testing.assert_array_equal(got['whole'], flat.reshape(4, 6))
+  np.testing.assert_array_equal(got['in_view'], flat[6:12].reshape(2, 3))
+  np.testing.assert_array_equal(got['view_again'], flat[4:16])
+  assert all(v.flags.c_contiguous and v.flags.owndata for v in got.values())
+  got['whole'][0, 5] = -1  # Copies: views of one storage do not alias each other.
+  assert got['transposed'][2, 0] == 5 and got['in_view'][0, 0] == 6
+
+
+def test_legacy_mmaction2_checkpoint(tmp_path, fake_torch):
+  obj, arrays = _mmaction2_checkpoint()
+  path, _ = _save_legacy(obj, tmp_path / 'mma.pth')
+  raw = load_torch_checkpoint(path)
+  assert list(raw) == ['meta', 'state_dict'] and raw['meta'] == obj['meta']
+  assert isinstance(raw['state_dict'], collections.OrderedDict)
+  assert raw['state_dict']._metadata == {'': {'version': 1}, 'backbone': {'version': 1}}
+  state, meta = load_state_dict(path)
+  assert meta == obj['meta'] and list(state) == list(arrays)
+  for key, want in arrays.items():
+    assert state[key].dtype == want.dtype and state[key].shape == want.shape, key
+    np.testing.assert_array_equal(state[key], want, err_msg=key)
+
+
+@pytest.mark.parametrize('name', ['legacy.pth', 'zip.pth'])
+def test_real_torch_files_match_expected(name):
+  """Written by torch 2.13.0 (testdata/torch_formats/generate.py), legacy and zip format."""
+  obj = load_torch_checkpoint(os.path.join(TORCH_FORMATS, name))
+  assert obj['meta'] == {'mmaction2_version': '0.24.1', 'epoch': 3,
+                         'note': 'torch_formats fixture'}
+  state = obj['state_dict']
+  assert isinstance(state, collections.OrderedDict)
+  assert dict(state._metadata) == {'': {'version': 1}, '0': {'version': 1}, '1': {'version': 2}}
+  with np.load(os.path.join(TORCH_FORMATS, 'expected.npz')) as want:
+    assert list(state) == want.files
+    for key in want.files:
+      assert state[key].dtype == want[key].dtype, key
+      assert state[key].shape == want[key].shape, key
+      np.testing.assert_array_equal(state[key], want[key], err_msg=key)
+  assert state['0.weight'].shape == (4, 3, 3, 3) and state['0.weight'].dtype == np.float32
+  np.testing.assert_array_equal(state['extra.view'], state['extra.base'][1:, ::2])
+  assert state['1.num_batches_tracked'].dtype == np.int64
+  assert state['1.num_batches_tracked'].shape == ()
+  assert state['extra.half'].dtype == np.float16
+
+
+def test_real_legacy_and_zip_agree():
+  legacy, meta_legacy = load_state_dict(os.path.join(TORCH_FORMATS, 'legacy.pth'))
+  zipped, meta_zip = load_state_dict(os.path.join(TORCH_FORMATS, 'zip.pth'))
+  assert meta_legacy == meta_zip and list(legacy) == list(zipped)
+  for key, value in legacy.items():
+    assert value.dtype == zipped[key].dtype
+    np.testing.assert_array_equal(value, zipped[key], err_msg=key)
+
+
+@pytest.mark.parametrize('section,delta', [
+    ('start', 5), ('start', 16), ('start', 30), ('object', 0), ('object', 40), ('keys', 0),
+    ('keys', 4), ('data', 0), ('data', 5), ('data', 8), ('data', 11), ('end', -1)])
+def test_legacy_truncated(tmp_path, fake_torch, section, delta):
+  obj, _ = _mmaction2_checkpoint()
+  path, marks = _save_legacy(obj, tmp_path / 'full.pth')
+  data = open(path, 'rb').read()
+  marks.update(start=0, end=len(data))
+  cut = tmp_path / 'cut.pth'
+  cut.write_bytes(data[:marks[section] + delta])
+  with pytest.raises(CheckpointFormatError, match='cut.pth: .*truncated'):
+    load_torch_checkpoint(cut)
+  empty = tmp_path / 'empty.pth'
+  empty.write_bytes(b'')
+  with pytest.raises(CheckpointFormatError, match='empty.pth: empty file'):
+    load_torch_checkpoint(empty)
+
+
+@pytest.mark.parametrize('header,message', [
+    ({'magic': 0x1950a86a20f9469cfc6d}, 'not a zip.*wrong magic number 0x1950a86a20f9469cfc6d'),
+    ({'magic': 'hello'}, "wrong magic number 'hello'"),
+    ({'protocol': 1000}, 'unknown legacy protocol version 1000 \\(expected 1001\\)'),
+    ({'sys_info': {'protocol_version': 1001}}, 'bad sys_info.*little_endian'),
+    ({'sys_info': _sys_info(little_endian=False)}, 'big-endian'),
+])
+def test_legacy_bad_header(tmp_path, fake_torch, header, message):
+  path, _ = _save_legacy({'w': _tensor(np.ones(2, np.float32), '0')}, tmp_path / 'bad.pth',
+                         **header)
+  with pytest.raises(CheckpointFormatError, match=f'bad.pth: .*{message}'):
+    load_torch_checkpoint(path)
+
+
+def test_legacy_storage_keys_and_sizes(tmp_path, fake_torch):
+  obj = {'a': _tensor(np.ones(6, np.float32), '7'), 'b': _tensor(np.zeros(2, np.int64), '8')}
+  path, _ = _save_legacy(obj, tmp_path / 'nokey.pth', keys=['7'])
+  with pytest.raises(CheckpointFormatError, match="nokey.pth: storage key '8'.*missing"):
+    load_torch_checkpoint(path)
+  path, marks = _save_legacy(obj, tmp_path / 'count.pth')
+  data = bytearray(open(path, 'rb').read())
+  data[marks['data']:marks['data'] + 8] = (5).to_bytes(8, 'little')  # Storage '7' says 5, not 6.
+  (tmp_path / 'count.pth').write_bytes(bytes(data))
+  with pytest.raises(CheckpointFormatError, match='count.pth: storage 7 has 5 elements'):
+    load_torch_checkpoint(path)
+  path, _ = _save_legacy(obj, tmp_path / 'extra.pth', keys=['7', '8', '9'])
+  with pytest.raises(CheckpointFormatError, match="extra.pth: storage key '9' is listed"):
+    load_torch_checkpoint(path)
+
+
+def test_legacy_out_of_bounds_views(tmp_path, fake_torch):
+  root = _Storage('0', np.zeros(10, np.float32))
+  path, _ = _save_legacy({'w': _Tensor(root, 4, (2, 4), (4, 1))}, tmp_path / 'oob.pth')
+  with pytest.raises(CheckpointFormatError, match='oob.pth: .*element 11 of storage 0'):
+    load_torch_checkpoint(path)
+  window = _View('1', root, 6, 5)  # Elements 6..10 of a 10-element storage.
+  path, _ = _save_legacy({'w': _Tensor(window, 0, (2,), (1,))}, tmp_path / 'view.pth')
+  with pytest.raises(CheckpointFormatError, match='view.pth: storage view 1 .*runs past'):
+    load_torch_checkpoint(path)
+  window = _View('1', root, 2, 4)
+  path, _ = _save_legacy({'w': _Tensor(window, 1, (4,), (1,))}, tmp_path / 'inview.pth')
+  with pytest.raises(CheckpointFormatError, match='inview.pth: .*element 4 of storage 1'):
+    load_torch_checkpoint(path)
+
+
+def _legacy_file(tmp_path, name, header=None, obj_pkl=None, keys_pkl=None):
+  obj_pkl = pickle.dumps({'meta': {}}, protocol=2) if obj_pkl is None else obj_pkl
+  keys_pkl = pickle.dumps([], protocol=2) if keys_pkl is None else keys_pkl
+  path = tmp_path / name
+  path.write_bytes((_header() if header is None else header) + obj_pkl + keys_pkl)
+  return path
+
+
+@pytest.mark.parametrize('name', ['os.system', 'posix.system', 'builtins.eval',
+                                  '__builtin__.exec', 'subprocess.Popen'])
+@pytest.mark.parametrize('where', ['magic', 'sys_info', 'object', 'keys'])
+def test_legacy_malicious_pickles_are_refused(tmp_path, name, where):
+  marker = tmp_path / 'pwned'
+  evil = _payloads(marker)[name]
+  magic, protocol = pickle.dumps(_MAGIC, protocol=2), pickle.dumps(1001, protocol=2)
+  info = pickle.dumps(_sys_info(), protocol=2)
+  parts = {
+      'magic': {'header': evil + protocol + info},
+      'sys_info': {'header': magic + protocol + evil},
+      'object': {'obj_pkl': evil},
+      'keys': {'keys_pkl': evil},
+  }[where]
+  path = _legacy_file(tmp_path, 'evil.pth', **parts)
+  with pytest.raises(UnsafeCheckpointError, match=f'evil.pth: .*{name}'):
+    load_state_dict(path)
+  assert not marker.exists()
+
+
+def test_legacy_header_takes_plain_values_only(tmp_path):
+  # OrderedDict is fine in the object pickle but not in a header pickle.
+  info = collections.OrderedDict(_sys_info())
+  header = (pickle.dumps(_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
+            + pickle.dumps(info, protocol=2))
+  path = _legacy_file(tmp_path, 'od.pth', header=header)
+  with pytest.raises(UnsafeCheckpointError, match='od.pth: .*collections.OrderedDict'):
+    load_torch_checkpoint(path)
+  persid = _legacy_file(tmp_path, 'persid.pth', keys_pkl=b'\x80\x02K\x01Q.')
+  with pytest.raises(CheckpointFormatError, match='persid.pth: persistent id 1'):
+    load_torch_checkpoint(persid)
+
+
+@pytest.mark.parametrize('target', [
+    _global('torch._utils', '_rebuild_tensor_v2'),
+    _global('collections', 'OrderedDict') + b')R',
+])
+def test_legacy_build_opcode_is_refused(tmp_path, target):
+  pkl = b'\x80\x02' + target + b'}' + _str('__class__') + b'Ns' + b'b.'
+  path = _legacy_file(tmp_path, 'build.pth', obj_pkl=pkl)
+  with pytest.raises(UnsafeCheckpointError, match='build.pth: .*BUILD'):
+    load_torch_checkpoint(path)
+
+
+def test_legacy_cuda_storage_type(tmp_path, fake_torch, monkeypatch):
+  # Old legacy files may name the storage type of CUDA tensors torch.cuda.FloatStorage.
+  cuda = types.ModuleType('torch.cuda')
+  cuda.FloatStorage = type('FloatStorage', (), {'__module__': 'torch.cuda'})
+  monkeypatch.setitem(sys.modules, 'torch.cuda', cuda)
+  monkeypatch.setattr(fake_torch, 'FloatStorage', cuda.FloatStorage)
+  path, _ = _save_legacy({'m': _tensor(np.arange(3, dtype=np.float32), '0')}, tmp_path / 'c.pth')
+  assert b'torch.cuda\nFloatStorage' in open(path, 'rb').read()
+  np.testing.assert_array_equal(load_torch_checkpoint(path)['m'], [0, 1, 2])
+
+
+def test_tar_format_is_refused(tmp_path):
+  path = tmp_path / 'old.pth'
+  with tarfile.open(path, 'w', format=tarfile.PAX_FORMAT) as tar:
+    for name in ('storages', 'tensors', 'pickle'):
+      info = tarfile.TarInfo(name)
+      info.size = 4
+      tar.addfile(info, io.BytesIO(b'\x80\x02N.'))
+  with pytest.raises(CheckpointFormatError, match='old.pth: the oldest, tar-based torch.save'):
+    load_torch_checkpoint(path)

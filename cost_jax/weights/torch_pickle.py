@@ -1,10 +1,15 @@
-"""Read PyTorch checkpoints (`torch.save` zip format) into numpy arrays, without PyTorch.
+"""Read PyTorch checkpoints (`torch.save`, zip and legacy formats) into numpy arrays, no PyTorch.
 
 A `.pth` written by torch >= 1.6 is a zip archive `<name>/data.pkl` + `<name>/data/<key>` (one raw
-storage per key) + `<name>/byteorder`. The pickle runs through a restricted unpickler: the few
-globals a tensor checkpoint needs resolve to local stand-ins, everything else raises
-`UnsafeCheckpointError`, so no code from the file ever runs. Stand-ins refuse the BUILD opcode,
-except `OrderedDict`, which accepts torch's `_metadata` attribute and nothing else.
+storage per key) + `<name>/byteorder`. Older files (torch < 1.6, or `torch.save(...,
+_use_new_zipfile_serialization=False)`) use the legacy format: a run of pickles (magic number,
+protocol version 1001, sys_info, the object, the list of storage keys), then for each key in that
+list an int64 element count and the storage's raw little-endian bytes.
+
+The object's pickle runs through a restricted unpickler: the few globals a tensor checkpoint needs
+resolve to local stand-ins, everything else raises `UnsafeCheckpointError`, so no code from the
+file ever runs. Stand-ins refuse the BUILD opcode, except `OrderedDict`, which accepts torch's
+`_metadata` attribute and nothing else. The legacy header pickles may hold plain values only.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import pickle
 import re
 import sys
 import zipfile
-from typing import Any, Callable, Mapping
+from typing import IO, Any, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -31,7 +36,7 @@ class UnsafeCheckpointError(ValueError):
 
 
 class CheckpointFormatError(ValueError):
-  """The file is not a well-formed checkpoint (truncated, not a zip, missing record, ...)."""
+  """The file is not a well-formed checkpoint (truncated, wrong magic, missing record, ...)."""
 
 
 # Legacy typed-storage names as torch.save writes them -> numpy dtype of one element.
@@ -44,6 +49,9 @@ _STORAGE_DTYPES = {
 }
 _RECORD_KEY = re.compile(r'[A-Za-z0-9_.-]+')
 _MODULE_PREFIX = re.compile(r'^module\.')
+_ZIP_MAGIC = b'PK\x03\x04'  # torch.load's own test for the zip format.
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_PROTOCOL = 1001
 
 
 def _is_int(x: Any) -> bool:
@@ -89,14 +97,17 @@ class _StorageType(_Sealed):
 
 
 class _Storage(_Sealed):
-  """One `data/<key>` record as a flat native-byte-order numpy array."""
-  __slots__ = ('key', 'array')
+  """One storage: `size` elements of `dtype`, as a flat native-byte-order numpy array.
 
-  def __init__(self, key: str, array: np.ndarray):
-    self.key, self.array = key, array
+  `array` is None during the first pass over a legacy pickle, whose data follows the pickle.
+  """
+  __slots__ = ('key', 'dtype', 'size', 'array')
+
+  def __init__(self, key: str, dtype: np.dtype, size: int, array: np.ndarray | None = None):
+    self.key, self.dtype, self.size, self.array = key, dtype, size, array
 
   def __repr__(self) -> str:
-    return f'<storage {self.key} {self.array.dtype}[{self.array.size}]>'
+    return f'<storage {self.key} {self.dtype}[{self.size}]>'
 
 
 class _DtypeSpec(_Sealed):
@@ -144,20 +155,20 @@ def _tensor_view(storage: Any, offset: Any, size: Any, stride: Any) -> np.ndarra
     raise CheckpointFormatError(
         f'bad tensor geometry offset={_short(offset)} size={_short(size)} '
         f'stride={_short(stride)}')
-  data = storage.array
   if math.prod(size) == 0:
-    return np.zeros(size, data.dtype)
+    return np.zeros(size, storage.dtype)
   last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-  if last >= data.size:
+  if last >= storage.size:
     raise CheckpointFormatError(
         f'tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of '
-        f'storage {storage.key}, which holds {data.size}')
+        f'storage {storage.key}, which holds {storage.size}')
+  data = storage.array
+  if data is None:  # First pass over a legacy pickle: geometry checked, data not read yet.
+    return np.empty(0, storage.dtype)
   item = data.dtype.itemsize
   view = np.ndarray(size, data.dtype, buffer=data, offset=offset * item,
                     strides=tuple(s * item for s in stride))
   return np.array(view, order='C', copy=True)
-
-
 def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        hooks: Any, metadata: Any = None) -> np.ndarray:
   del requires_grad, metadata  # Autograd flags and tensor metadata have no numpy meaning.
@@ -259,20 +270,92 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     table[module, name] = _Callable(f'{module}.{name}', fn)
   for name, dtype in _STORAGE_DTYPES.items():
     table['torch', name] = _StorageType(name, dtype)
+    # Like torch.load, which maps any '...Storage' name to its dtype: very old legacy files may
+    # name the storage type of CUDA tensors (e.g. optimizer state) torch.cuda.FloatStorage.
+    table['torch.cuda', name] = table['torch', name]
   return table
 
 
 _ALLOWED_GLOBALS = _allowed_globals()
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Unpickles `data.pkl`: allow-listed globals only; storages come from the zip records."""
+def _decode_storage(raw: Any, dtype: np.dtype, swap: bool) -> np.ndarray:
+  if dtype == np.bool_:
+    return np.frombuffer(raw, np.uint8) != 0
+  array = np.frombuffer(raw, dtype)
+  return array.byteswap() if swap else array
 
-  def __init__(self, data: bytes, read_record: Callable[[str], bytes], byteorder: str):
-    super().__init__(io.BytesIO(data))
+
+class _Storages:
+  """Resolves the pickle's persistent ids to `_Storage`s, each root storage read once.
+
+  Zip ids are `('storage', type, key, location, numel)`; legacy ids add a sixth item, None or
+  `(view_key, offset, numel)` for a storage view. `read_record(key)` gives a root storage's raw
+  bytes; without it (first pass over a legacy pickle) storages only record type and size.
+  """
+
+  def __init__(self, read_record: Callable[[str], Any] | None, byteorder: str, legacy: bool):
     self._read_record = read_record
     self._swap = byteorder != sys.byteorder
-    self._storages: dict[str, _Storage] = {}
+    self._legacy = legacy
+    self.roots: dict[str, _Storage] = {}
+    self._views: dict[str, tuple[str, int, _Storage]] = {}
+
+  def __call__(self, pid: Any) -> _Storage:
+    if not (isinstance(pid, tuple) and len(pid) == (6 if self._legacy else 5)
+            and pid[0] == 'storage'):
+      raise CheckpointFormatError(f'unsupported persistent id {_short(pid)}')
+    _, storage_type, key, location, numel = pid[:5]
+    if not (isinstance(storage_type, _StorageType) and isinstance(key, str)
+            and _RECORD_KEY.fullmatch(key) and isinstance(location, str)
+            and _is_int(numel) and numel >= 0):
+      raise CheckpointFormatError(f'bad storage reference {_short(pid)}')
+    root = self._root(key, storage_type.dtype, numel)
+    view = pid[5] if self._legacy else None
+    return root if view is None else self._view(root, view)
+
+  def _root(self, key: str, dtype: np.dtype, numel: int) -> _Storage:
+    cached = self.roots.get(key)
+    if cached is not None:
+      if cached.dtype != dtype or cached.size != numel:
+        raise CheckpointFormatError(f'storage {key} is referenced with two types or sizes')
+      return cached
+    array = None
+    if self._read_record is not None:
+      raw = self._read_record(key)
+      if len(raw) != numel * dtype.itemsize:
+        raise CheckpointFormatError(
+            f'record data/{key} has {len(raw)} bytes, expected {numel} x {dtype.itemsize}')
+      array = _decode_storage(raw, dtype, self._swap)
+    self.roots[key] = _Storage(key, dtype, numel, array)
+    return self.roots[key]
+
+  def _view(self, root: _Storage, view: Any) -> _Storage:
+    """A legacy storage view: `numel` elements of `root` from element `offset` on."""
+    if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
+            and all(_is_int(v) and v >= 0 for v in view[1:])):
+      raise CheckpointFormatError(f'bad storage view {_short(view)} of storage {root.key}')
+    key, offset, numel = view
+    if offset + numel > root.size:
+      raise CheckpointFormatError(
+          f'storage view {key} (offset {offset}, {numel} elements) runs past storage '
+          f'{root.key}, which holds {root.size}')
+    cached = self._views.get(key)
+    if cached is not None:
+      if cached[:2] != (root.key, offset) or cached[2].size != numel:
+        raise CheckpointFormatError(f'storage view {key} is defined twice, differently')
+      return cached[2]
+    array = None if root.array is None else root.array[offset:offset + numel]
+    self._views[key] = (root.key, offset, _Storage(key, root.dtype, numel, array))
+    return self._views[key][2]
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Unpickles a checkpoint's object: allow-listed globals only; storages from `storages`."""
+
+  def __init__(self, file: IO[bytes], storages: _Storages):
+    super().__init__(file)
+    self._storages = storages
 
   def find_class(self, module: str, name: str) -> Any:
     found = _ALLOWED_GLOBALS.get((module, name))
@@ -282,63 +365,57 @@ class _RestrictedUnpickler(pickle.Unpickler):
     return found
 
   def persistent_load(self, pid: Any) -> _Storage:
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'):
-      raise CheckpointFormatError(f'unsupported persistent id {_short(pid)}')
-    _, storage_type, key, location, numel = pid
-    if not (isinstance(storage_type, _StorageType) and isinstance(key, str)
-            and _RECORD_KEY.fullmatch(key) and isinstance(location, str)
-            and _is_int(numel) and numel >= 0):
-      raise CheckpointFormatError(f'bad storage reference {_short(pid)}')
-    cached = self._storages.get(key)
-    if cached is not None:
-      if cached.array.dtype != storage_type.dtype or cached.array.size != numel:
-        raise CheckpointFormatError(f'storage {key} is referenced with two types or sizes')
-      return cached
-    raw = self._read_record(key)
-    dtype = storage_type.dtype
-    if len(raw) != numel * dtype.itemsize:
-      raise CheckpointFormatError(
-          f'record data/{key} has {len(raw)} bytes, expected {numel} x {dtype.itemsize}')
-    if dtype == np.bool_:
-      array = np.frombuffer(raw, np.uint8) != 0
-    else:
-      array = np.frombuffer(raw, dtype)
-      if self._swap:
-        array = array.byteswap()
-    self._storages[key] = _Storage(key, array)
-    return self._storages[key]
+    return self._storages(pid)
 
 
-def _archive_prefix(zf: zipfile.ZipFile, path: str) -> str:
+class _PlainUnpickler(pickle.Unpickler):
+  """Unpickles a legacy header pickle (magic, protocol, sys_info, key list): plain values only."""
+
+  def find_class(self, module: str, name: str) -> Any:
+    raise UnsafeCheckpointError(
+        f'refused global {module}.{name} in a legacy header pickle, which holds plain values only')
+
+  def persistent_load(self, pid: Any) -> Any:
+    raise CheckpointFormatError(f'persistent id {_short(pid)} in a legacy header pickle')
+
+
+def _pickle_error(e: Exception, what: str) -> str:
+  if isinstance(e, EOFError) or 'truncated' in str(e):
+    return f'{what} is truncated (file cut short?)'
+  return f'malformed {what}: {type(e).__name__}: {e}'
+
+
+def _unpickle(unpickler: pickle.Unpickler, what: str) -> Any:
+  """Runs `unpickler`; errors other than ours become a `CheckpointFormatError` about `what`."""
+  try:
+    return unpickler.load()
+  except (UnsafeCheckpointError, CheckpointFormatError):
+    raise
+  except Exception as e:  # Whatever else a malformed pickle triggers.
+    raise CheckpointFormatError(_pickle_error(e, what)) from e
+
+
+def _archive_prefix(zf: zipfile.ZipFile) -> str:
   """The archive's root folder: torch.save writes `<root>/data.pkl`."""
   roots = [n[:-len('/data.pkl')] for n in zf.namelist()
            if n.endswith('/data.pkl') and n.count('/') == 1]
   if len(roots) != 1:
     raise CheckpointFormatError(
-        f'{path}: expected one <archive>/data.pkl record in the zip, found {len(roots)} '
+        f'expected one <archive>/data.pkl record in the zip, found {len(roots)} '
         f'(members: {_short(zf.namelist()[:5])})')
   return roots[0]
-
-
-def _not_zip_message(path: str) -> str:
-  with open(path, 'rb') as f:
-    head = f.read(2)
-  if head[:1] == b'\x80':
-    return (f'{path}: legacy (pre-1.6, non-zip) torch.save format is not supported; '
-            're-save it with a current torch')
-  return f'{path}: not a zip archive, so not a torch.save checkpoint (torch >= 1.6)'
 
 
 def _load_zip(path: str) -> Any:
   """Opens the torch.save archive and runs `data.pkl` through the restricted unpickler."""
   with zipfile.ZipFile(path) as zf:
-    prefix = _archive_prefix(zf, path)
+    prefix = _archive_prefix(zf)
     members = set(zf.namelist())
     byteorder = 'little'  # Files written before the byteorder record existed are little-endian.
     if f'{prefix}/byteorder' in members:
       byteorder = zf.read(f'{prefix}/byteorder').decode('ascii', 'replace').strip()
     if byteorder not in ('little', 'big'):
-      raise CheckpointFormatError(f'{path}: bad byteorder record {byteorder!r}')
+      raise CheckpointFormatError(f'bad byteorder record {byteorder!r}')
 
     def read_record(key: str) -> bytes:
       name = f'{prefix}/data/{key}'
@@ -346,20 +423,100 @@ def _load_zip(path: str) -> Any:
         raise CheckpointFormatError(f'missing record {name}')
       return zf.read(name)
 
-    unpickler = _RestrictedUnpickler(zf.read(f'{prefix}/data.pkl'), read_record, byteorder)
-    try:
-      return unpickler.load()
-    except UnsafeCheckpointError as e:
-      raise UnsafeCheckpointError(f'{path}: {e}') from e
-    except CheckpointFormatError as e:
-      raise CheckpointFormatError(f'{path}: {e}') from e
-    except Exception as e:  # Whatever else a malformed pickle triggers.
+    storages = _Storages(read_record, byteorder, legacy=False)
+    data_pkl = io.BytesIO(zf.read(f'{prefix}/data.pkl'))
+    return _unpickle(_RestrictedUnpickler(data_pkl, storages), f'{prefix}/data.pkl')
+
+
+def _legacy_header(buf: io.BytesIO) -> None:
+  """Reads and checks the magic number, protocol version and sys_info pickles."""
+  not_torch = 'not a zip archive (torch >= 1.6) nor a legacy torch.save file'
+  try:
+    magic = _unpickle(_PlainUnpickler(buf), 'magic number')
+  except CheckpointFormatError as e:
+    raise CheckpointFormatError(f'{not_torch}: {e}') from e
+  if not _is_int(magic) or magic != _LEGACY_MAGIC:
+    shown = hex(magic) if _is_int(magic) else _short(magic)
+    raise CheckpointFormatError(
+        f'{not_torch}: wrong magic number {shown} (expected {_LEGACY_MAGIC:#x})')
+  version = _unpickle(_PlainUnpickler(buf), 'protocol version')
+  if not _is_int(version) or version != _LEGACY_PROTOCOL:
+    raise CheckpointFormatError(
+        f'unknown legacy protocol version {_short(version)} (expected {_LEGACY_PROTOCOL})')
+  sys_info = _unpickle(_PlainUnpickler(buf), 'sys_info pickle')
+  if not (isinstance(sys_info, dict) and isinstance(sys_info.get('little_endian'), bool)):
+    raise CheckpointFormatError(f'bad sys_info {_short(sys_info)}: no little_endian flag')
+  if not sys_info['little_endian']:
+    # torch versions differ in the byte order they wrote there: native, little, or a mix.
+    raise CheckpointFormatError(
+        'written on a big-endian machine (sys_info little_endian=False), where the storage '
+        'byte order depends on the torch version; re-save it on a little-endian machine')
+
+
+def _legacy_records(data: bytes, pos: int, keys: Any,
+                    roots: Mapping[str, _Storage]) -> dict[str, memoryview]:
+  """Slices each listed storage's bytes from the data section that starts at `pos`."""
+  if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+    raise CheckpointFormatError(f'storage key list is {_short(keys)}, not a list of strings')
+  whole = memoryview(data)
+  records: dict[str, memoryview] = {}
+  for i, key in enumerate(keys):
+    storage = roots.get(key)
+    if storage is None:
+      raise CheckpointFormatError(f'storage key {key!r} is listed but the pickle does not use it')
+    if key in records:
+      raise CheckpointFormatError(f'storage key {key!r} is listed twice')
+    if pos + 8 > len(data):
       raise CheckpointFormatError(
-          f'{path}: malformed {prefix}/data.pkl: {type(e).__name__}: {e}') from e
+          f'file is truncated before the data of storage {key} ({i + 1} of {len(keys)})')
+    count = int.from_bytes(data[pos:pos + 8], 'little', signed=True)
+    if count != storage.size:
+      raise CheckpointFormatError(
+          f'storage {key} has {count} elements in the data section, {storage.size} in the pickle')
+    nbytes = count * storage.dtype.itemsize
+    pos += 8
+    if pos + nbytes > len(data):
+      raise CheckpointFormatError(
+          f'file is truncated inside storage {key} ({i + 1} of {len(keys)}): short storage data, '
+          f'{len(data) - pos} of {nbytes} bytes')
+    records[key] = whole[pos:pos + nbytes]
+    pos += nbytes
+  missing = [k for k in roots if k not in records]
+  if missing:
+    raise CheckpointFormatError(
+        f'storage key {missing[0]!r} used by the pickle is missing from the storage key list '
+        f'({len(missing)} missing)')
+  return records
+
+
+def _load_legacy(path: str) -> Any:
+  """Reads a legacy torch.save file: header pickles, object pickle, key list, storage data.
+
+  The object pickle comes before the storage data, whose element sizes only the pickle's
+  storage types tell; so it is unpickled twice: once for the storage layout, once with data.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  if not data:
+    raise CheckpointFormatError('empty file, not a torch.save checkpoint')
+  buf = io.BytesIO(data)
+  _legacy_header(buf)
+  start = buf.tell()
+  layout = _Storages(None, 'little', legacy=True)
+  _unpickle(_RestrictedUnpickler(buf, layout), 'object pickle')
+  keys = _unpickle(_PlainUnpickler(buf), 'storage key list')
+  records = _legacy_records(data, buf.tell(), keys, layout.roots)
+  buf.seek(start)
+  storages = _Storages(records.__getitem__, 'little', legacy=True)  # Always little-endian.
+  return _unpickle(_RestrictedUnpickler(buf, storages), 'object pickle')
+
+
+def _is_tar(head: bytes) -> bool:
+  return head[257:262] == b'ustar'
 
 
 def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
-  """Loads a `torch.save` zip checkpoint; every tensor becomes a numpy array.
+  """Loads a `torch.save` checkpoint (zip or legacy format); every tensor becomes a numpy array.
 
   Args:
     path: The `.pth`/`.pt` file.
@@ -369,21 +526,28 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
     tensors as C-contiguous numpy arrays in native byte order (bfloat16 via `ml_dtypes`).
 
   Raises:
-    UnsafeCheckpointError: The pickle references a global or operation outside the allow-list.
-    CheckpointFormatError: The file is truncated, not a zip, or misses a record.
+    UnsafeCheckpointError: A pickle references a global or operation outside the allow-list.
+    CheckpointFormatError: The file is truncated, not a torch.save file, or misses a record.
     FileNotFoundError: There is no such file.
   """
   path = os.fspath(path)
+  with open(path, 'rb') as f:
+    head = f.read(512)
   try:
-    return _load_zip(path)
-  except (UnsafeCheckpointError, CheckpointFormatError, FileNotFoundError):
-    raise
+    if head.startswith(_ZIP_MAGIC):
+      return _load_zip(path)
+    if _is_tar(head):
+      raise CheckpointFormatError('the oldest, tar-based torch.save format is not supported; '
+                                  're-save it with a newer torch')
+    return _load_legacy(path)
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f'{path}: {e}') from e
+  except CheckpointFormatError as e:
+    raise CheckpointFormatError(f'{path}: {e}') from e
   except zipfile.BadZipFile as e:
-    if zipfile.is_zipfile(path):
-      raise CheckpointFormatError(f'{path}: corrupt zip archive: {e}') from e
-    raise CheckpointFormatError(_not_zip_message(path)) from e
+    raise CheckpointFormatError(f'{path}: corrupt or truncated zip archive: {e}') from e
   except (EOFError, ValueError, OSError) as e:
-    raise CheckpointFormatError(f'{path}: unreadable zip archive: {e}') from e
+    raise CheckpointFormatError(f'{path}: unreadable checkpoint: {e}') from e
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -414,12 +578,12 @@ def _split_checkpoint(obj: Any, path: str) -> tuple[Any, dict]:
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict]:
-  """Loads a model state dict from a `.pth` (torch.save zip) or `.npz` file.
+  """Loads a model state dict from a `.pth` (torch.save, zip or legacy) or `.npz` file.
 
   A leading `module.` (DataParallel) is stripped from every key, as mmcv's loader does.
 
   Args:
-    path: `.npz` (keys as in the state dict) or any torch.save zip checkpoint, with or without
+    path: `.npz` (keys as in the state dict) or any torch.save checkpoint, with or without
       MMCV's `{'meta': ..., 'state_dict': ...}` wrapper.
 
   Returns:
