@@ -45,11 +45,13 @@ def _outputs(notebook):
 
 
 @pytest.mark.parametrize('name', ['inference.ipynb', 'view_coefficients.ipynb'])
-def test_notebook_has_colab_badge_install_cell_and_parameters(name):
+def test_notebook_has_colab_setup_cell_and_parameters(name):
   notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-  assert 'colab.research.google.com/assets/colab-badge.svg' in notebook.cells[0].source
+  assert 'REPO_URL' in notebook.cells[0].source                  # says how to run it on Colab
   install = notebook.cells[1].source
   assert "'google.colab' in sys.modules" in install and 'pip' in install
+  # The repository address is one variable, empty until published: no made-up address.
+  assert "REPO_URL = ''" in install and 'github.com' not in notebook.cells[0].source + install
   tagged = [c for c in notebook.cells if 'parameters' in c.metadata.get('tags', [])]
   assert len(tagged) == 1 and 'COST_JAX_CHECKPOINT' in tagged[0].source
   assert all(not c.get('outputs') for c in notebook.cells if c.cell_type == 'code')
