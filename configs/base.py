@@ -34,6 +34,9 @@ def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
       bn_group_size=8,           # clips per BatchNorm group (official: per GPU, 8); 0 = global
       dtype='float32',           # compute dtype; parameters stay float32
       remat=False,               # rematerialise each residual block in the backward pass
+      frozen_stages=-1,          # as MMAction2: -1 none; 0 the stem; k the stem and layer1..k
+                                 # (no gradient, BatchNorm in inference mode)
+      norm_eval=False,           # every BatchNorm in inference mode while training
   ))
 
 
@@ -85,17 +88,28 @@ def get_config() -> ml_collections.ConfigDict:
       lr_decay_epochs=(80, 120),
       lr_decay_factor=0.1,
       warmup_epochs=0,
+      backbone_lr_mult=1.0,      # learning rate of the backbone / that of the head (fine-tuning)
   ))
   config.num_epochs = 160
 
+  # Where the weights start. Set at most one. Each takes a local path, a file:// or http(s) URL
+  # (downloaded once into $COST_JAX_CACHE), and resnet2d also 'torchvision://resnet50' etc.
+  # A checkpoint with another num_classes keeps its backbone and gets a new head (fine-tuning).
   config.init = ml_collections.ConfigDict(dict(
-      resnet2d='',               # torchvision ResNet .pth to inflate (pretrained2d=True)
-      mmaction2='',              # an MMAction2/CoST checkpoint to start from
+      # The official `pretrained2d=True, pretrained='torchvision://resnet50'`: torchvision's
+      # ImageNet ResNet, inflated to 3D. '' trains from random weights (with a warning).
+      resnet2d='torchvision://resnet50',
+      mmaction2='',              # an MMAction2 / CoST .pth (or .npz) to start from
+      checkpoint='',             # a cost_jax workdir, checkpoint or saved model to start from
+      required=False,            # True: refuse to start from random weights
   ))
 
   config.seed = 0
   config.log_every_steps = 50
-  config.eval_every_epochs = 5
+  config.eval_every_epochs = 5       # official K400 `evaluation.interval` (MiT: 1)
+  # The official K400 configs save every 5 epochs and keep all; here every epoch, keeping the
+  # last `keep_checkpoints` plus the best by val top-1: the same disk, and a preempted run loses
+  # at most one epoch instead of five.
   config.checkpoint_every_epochs = 1
   config.checkpoint_every_steps = 0
   config.keep_checkpoints = 3

@@ -1,6 +1,8 @@
 """CoST(a) R50 8x8x1 on Moments in Time v1 (339 classes), 48 epochs.
 
 Run:    python -m cost_jax.main --config=configs/costa_mit.py --workdir=runs/costa_mit
+Starts from torchvision's ImageNet ResNet-50 (`init.resnet2d`, downloaded on first use), as
+the official config does.
 Official result (10 clips x 3 crops, top-1 / top-5): 30.80 / 57.94
 """
 

@@ -1,6 +1,8 @@
 """CoST(b) R50 8x8x1 on Kinetics-400, 160 epochs.
 
 Run:    python -m cost_jax.main --config=configs/costb_k400.py --workdir=runs/costb_k400
+Starts from torchvision's ImageNet ResNet-50 (`init.resnet2d`, downloaded on first use), as
+the official config does.
 Official result (10 clips x 3 crops, top-1 / top-5): 73.85 / 90.98
 """
 

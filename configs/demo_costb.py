@@ -20,6 +20,7 @@ def get_config(arch: str = 'costb'):
   config.model.num_classes = 4            # cost_jax.demo.SYNTHETIC
   config.model.bn_group_size = 8
   config.model.dropout_ratio = 0.2
+  config.init.resnet2d = ''               # no ImageNet ResNet exists at width 4: from scratch
 
   data = config.data
   data.data_dir = 'demo_out/data/tfrecords'

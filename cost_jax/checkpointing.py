@@ -71,6 +71,30 @@ def restore(manager: ocp.CheckpointManager, template: Any,
   return restored[STATE], dict(restored[META])
 
 
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The JSON record saved with `step` (step, epoch, input position, best, last val)."""
+  return dict(manager.restore(step, args=ocp.args.Composite(**{
+      META: ocp.args.JsonRestore()}))[META])
+
+
+def best_or_latest_step(directory: str) -> tuple[int, str]:
+  """The step to evaluate in a checkpoint directory, and why.
+
+  As the official `save_best='auto'`: the step with the best val top-1 recorded by the latest
+  checkpoint, if it is still there; otherwise the latest step.
+  """
+  manager = create_manager(directory, read_only=True)
+  latest = manager.latest_step()
+  if latest is None:
+    raise FileNotFoundError(f'{directory} holds no checkpoint (no finished step directory)')
+  best = read_meta(manager, latest).get('best') or {}
+  if best.get('step') is not None and best['step'] in manager.all_steps():
+    return int(best['step']), f'best val top-1 ({best["val_top1"]:.4f}) of the run'
+  if best.get('step') is not None:
+    return latest, f'latest: the best step {best["step"]} is no longer on disk'
+  return latest, 'latest: no validation recorded yet'
+
+
 def restore_path(path: str, template: Any) -> tuple[Any, dict[str, Any]]:
   """Restores from a checkpoint directory (its latest step) or from one step's directory."""
   path = os.path.abspath(path)

@@ -11,6 +11,7 @@ import ml_collections
 from cost_jax.metrics import VIEW_AVERAGES
 
 DTYPES = ('float32', 'bfloat16')
+INIT_FIELDS = ('resnet2d', 'mmaction2', 'checkpoint')
 
 
 class ConfigError(ValueError):
@@ -75,12 +76,28 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
   if config.checkpoint_every_steps < 0:
     raise ConfigError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 '
                       '(0 = only at epoch ends)')
-  if config.init.resnet2d and config.init.mmaction2:
-    raise ConfigError('set only one of init.resnet2d and init.mmaction2')
-  for key in ('resnet2d', 'mmaction2'):
-    path = config.init[key]
-    if path and not os.path.isfile(path):
-      raise ConfigError(f'init.{key}={path!r}: no such file')
+  if config.model.frozen_stages < -1 or config.model.frozen_stages > 4:
+    raise ConfigError(f'model.frozen_stages={config.model.frozen_stages} must be -1 (none), 0 '
+                      '(the stem) or 1..4 (the stem and layer1..k)')
+  if config.optimizer.backbone_lr_mult < 0:
+    raise ConfigError(f'optimizer.backbone_lr_mult={config.optimizer.backbone_lr_mult} must be '
+                      '>= 0')
+  key = chosen_init_field(config)
+  if key is None and config.init.get('required', False):
+    raise ConfigError('this config fine-tunes: set init.mmaction2 (a .pth or its URL) or '
+                      'init.checkpoint (a cost_jax workdir) to the weights to start from')
+  path = config.init[key] if key else ''
+  if path and '://' not in path and not os.path.exists(path):   # URLs are fetched before compute
+    raise ConfigError(f'init.{key}={path!r}: no such file')
+
+
+def chosen_init_field(config: ml_collections.ConfigDict) -> str | None:
+  """The one `config.init` field that is set (`INIT_FIELDS`), or None."""
+  chosen = [k for k in INIT_FIELDS if config.init.get(k, '')]
+  if len(chosen) > 1:
+    raise ConfigError('set only one of ' + ', '.join(f'init.{k}' for k in INIT_FIELDS) + '; got '
+                      + ', '.join(f'init.{k}={config.init[k]!r}' for k in chosen))
+  return chosen[0] if chosen else None
 
 
 def check_data_dir(config: ml_collections.ConfigDict) -> None:

@@ -32,6 +32,7 @@ flags.DEFINE_integer('process_id', None, 'Index of this process (multi-process).
 flags.mark_flags_as_required(['config', 'workdir'])
 
 INTERRUPTED_EXIT_CODE = 143
+USER_ERROR_EXIT_CODE = 2
 
 
 def cluster_detected(environ: Mapping[str, str]) -> bool:
@@ -80,15 +81,30 @@ def main(argv):
   logging.info('JAX process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  if FLAGS.mode == 'train':
-    if FLAGS.checkpoint:
-      raise app.UsageError('--checkpoint is for --mode=test; training resumes from --workdir '
-                           '(use config.init.mmaction2 to start from an MMAction2 checkpoint)')
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    if summary['interrupted']:
-      sys.exit(INTERRUPTED_EXIT_CODE)
-  else:
-    train.test(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+  if FLAGS.mode == 'train' and FLAGS.checkpoint:
+    raise app.UsageError('--checkpoint is for --mode=test; training resumes from --workdir '
+                         '(use config.init.mmaction2 or config.init.checkpoint to start from '
+                         'other weights)')
+  try:
+    if FLAGS.mode == 'train':
+      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      if summary['interrupted']:
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    else:
+      train.test(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+  except user_errors() as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Exceptions that report a user's mistake (one message, exit status 2, no traceback)."""
+  from cost_jax.config_checks import ConfigError
+  from cost_jax.weights.download import WeightsUnavailableError
+  from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
+  from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
+  return (ConfigError, WeightsUnavailableError, ArchitectureMismatchError,
+          CheckpointMismatchError, CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError)
 
 
 if __name__ == '__main__':

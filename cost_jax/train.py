@@ -22,7 +22,10 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from cost_jax import checkpointing, config_checks, metrics as metrics_lib, optim, sharding, steps
+from cost_jax import checkpointing, config_checks, init_weights, metrics as metrics_lib, optim
+from cost_jax import sharding, steps
+from cost_jax.inference import loading
+from cost_jax.weights.mmaction2 import import_mmaction2
 from cost_jax.data import input_pipeline
 from cost_jax.data import schema
 from cost_jax.models import create_model
@@ -69,17 +72,6 @@ def _dataset_info(config: ml_collections.ConfigDict, split: str, *,
   return info
 
 
-def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """Weights to start from: an MMAction2 checkpoint or an inflated 2D ResNet (or none)."""
-  from cost_jax import weights  # imported lazily: only needed when a file is given
-  if config.init.mmaction2:
-    _, variables = weights.import_mmaction2(config.init.mmaction2, config)
-    return variables
-  if config.init.resnet2d:
-    return weights.inflate_resnet2d(config.init.resnet2d, config.model)
-  return None
-
-
 def _state_builder(config, model, tx) -> Callable[..., TrainState]:
   sample = jnp.zeros((1, config.data.clip_len, 32, 32, 3), jnp.float32)
 
@@ -95,8 +87,8 @@ def _abstract_state(config, model, tx, mesh) -> TrainState:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
 
 
-def _initial_state(config, model, tx, mesh) -> TrainState:
-  variables = _initial_variables(config)
+def _initial_state(config, model, tx, mesh, init_source) -> TrainState:
+  variables = init_weights.initial_variables(config, init_source, seed=config.seed)
   build = jax.jit(_state_builder(config, model, tx), out_shardings=sharding.replicated(mesh))
   return build(jax.random.PRNGKey(config.seed), variables)
 
@@ -169,6 +161,11 @@ def _inference_fn(step, mesh):
 # ----------------------------------------------------------------------------- training
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def _steps_per_epoch(config: ml_collections.ConfigDict, train_info: dict[str, Any]) -> int:
   if config.steps_per_epoch > 0:
     return int(config.steps_per_epoch)
@@ -201,6 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   min_train = config.batch_size if config.steps_per_epoch <= 0 else 1
   infos = {train_split: _dataset_info(config, train_split, min_examples=min_train)}
   infos[val_split] = _dataset_info(config, val_split)
+  # The weights to start from are resolved (downloaded) now, unless the run resumes.
+  init_source = None if _has_checkpoint(workdir) else init_weights.resolve(config)
 
   os.makedirs(workdir, exist_ok=True)
   _save_run_info(config, workdir, infos)
@@ -213,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = create_model(config.model)
   schedule = optim.create_learning_rate_schedule(
       config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=steps_per_epoch)
-  tx = optim.create_optimizer(config.optimizer, schedule)
+  tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
 
   manager = checkpointing.create_manager(os.path.join(workdir, CHECKPOINT_DIR),
                                          keep=config.keep_checkpoints)
@@ -231,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('Resumed from step %d (epoch %.2f)', int(state.step),
                  int(state.step) / steps_per_epoch)
   else:
-    state = _initial_state(config, model, tx, mesh)
+    state = _initial_state(config, model, tx, mesh, init_source)
   start_step = int(sharding.to_host(state.step))
 
   train_ds = input_pipeline.create_train_dataset(
@@ -345,28 +344,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 # ----------------------------------------------------------------------------- test protocol
 
 
-def _load_variables(config, workdir: str, checkpoint: str | None, mesh) -> tuple[Any, str]:
-  """Model variables from an MMAction2 .pth, a checkpoint path, or the workdir's latest."""
-  if checkpoint and checkpoint.endswith('.pth'):
-    variables = _initial_variables(_with_mmaction2(config, checkpoint))
-    return jax.device_put(variables, sharding.replicated(mesh)), os.path.abspath(checkpoint)
-  model = create_model(config.model)
-  tx = optim.create_optimizer(config.optimizer, optim.create_learning_rate_schedule(
-      config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=1))
-  template = _abstract_state(config, model, tx, mesh)
-  path = checkpoint or os.path.join(workdir, CHECKPOINT_DIR)
-  if not checkpoint and not checkpointing.create_manager(path, read_only=True).all_steps():
-    raise FileNotFoundError(f'{workdir} holds no checkpoint: train first (--mode=train) or '
-                            'pass --checkpoint')
-  state, meta = checkpointing.restore_path(path, template)
-  return steps.inference_variables(state), f'{os.path.abspath(path)} (step {meta["step"]})'
+def _load_variables(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None,
+                    mesh) -> tuple[Any, dict[str, Any]]:
+  """Model variables to test, and where they came from.
 
-
-def _with_mmaction2(config: ml_collections.ConfigDict, path: str) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.init.resnet2d = ''
-  config.init.mmaction2 = path
-  return config
+  An MMAction2 .pth/.npz, one step's directory, a checkpoints directory or (default) the
+  workdir: of a run, the best step by val top-1 (the official `save_best` checkpoint).
+  """
+  path = os.path.abspath(checkpoint or workdir)
+  if os.path.isfile(path):
+    _, variables = import_mmaction2(path, config)
+    source = {'checkpoint': path, 'reason': 'the MMAction2 file given'}
+  else:
+    if not checkpoint and not _has_checkpoint(workdir):
+      raise FileNotFoundError(f'{workdir} holds no checkpoint: train first (--mode=train) or '
+                              'pass --checkpoint')
+    step_dir, why = loading.select_step_directory(path)
+    variables = loading.restore_train_state_variables(step_dir, config.model)
+    step = int(os.path.basename(step_dir))
+    source = {'checkpoint': f'{step_dir} (step {step}: {why})', 'step': step, 'reason': why}
+  logging.info('Testing %s', source['checkpoint'])
+  return jax.device_put(variables, sharding.replicated(mesh)), source
 
 
 def test(config: ml_collections.ConfigDict, workdir: str,
@@ -405,7 +403,7 @@ def test(config: ml_collections.ConfigDict, workdir: str,
       'split': split, 'metrics': result, 'num_videos': int(len(out['index'])),
       'num_views': config.data.test_num_clips * config.data.test_num_crops,
       'num_clips': config.data.test_num_clips, 'num_crops': config.data.test_num_crops,
-      'average': config.test_average, 'checkpoint': source,
+      'average': config.test_average, **source,
       'seconds': time.monotonic() - start, 'manifest': info['manifest'],
   }
   if _is_main():

@@ -1,12 +1,16 @@
 """Wrong configs fail before any work, with a message that says what to change."""
 
+import glob
+import importlib
 import os
+import subprocess
 
 import pytest
 from absl import app
 
 from cost_jax import config_checks, main, train
 from cost_jax.config_checks import ConfigError
+from cost_jax.weights import download
 from tests import train_testlib
 
 
@@ -88,3 +92,36 @@ def test_cluster_detection_and_distributed_flags():
   assert not main.initialize_distributed(None, None, None, {})
   with pytest.raises(app.UsageError, match='give all three'):
     main.initialize_distributed('127.0.0.1:1234', 2, None, {})
+
+
+def test_official_configs_start_from_the_imagenet_resnet_as_the_official_ones():
+  for path in sorted(glob.glob(os.path.join(train_testlib.REPO, 'configs', '*_*.py'))):
+    name = os.path.basename(path)[:-3]
+    if name.startswith(('demo_', 'finetune_', 'mit_', '__')):
+      continue
+    config = importlib.import_module(f'configs.{name}').get_config()
+    depth = config.model.depth
+    assert config.init.resnet2d == f'torchvision://resnet{depth}', name
+    assert 'resnet' in download.TORCHVISION_FILES[f'resnet{depth}']
+
+
+def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path):
+  url = f'http://127.0.0.1:{train_testlib.free_port()}/resnet50-0676ba61.pth'
+  config = train_testlib.tiny_config(data_dir)
+  config.init.resnet2d = url
+  workdir = str(tmp_path / 'work')
+  with pytest.raises(download.WeightsUnavailableError, match='unreachable'):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)
+  # From the command line: one line naming the URL and the way to pass a local file, status 2.
+  config_file = train_testlib.write_config_file(str(tmp_path / 'cfg.py'), data_dir)
+  proc = subprocess.run(
+      train_testlib.main_command(config_file, workdir, f'--config.init.resnet2d={url}'),
+      cwd=train_testlib.REPO, env=train_testlib.env(), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  error = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert len(error) == 1 and url in error[0], proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  assert '--config.init.resnet2d=/path/to/resnet50-0676ba61.pth' in proc.stderr
+  assert not os.path.exists(workdir)

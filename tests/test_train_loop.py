@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from cost_jax import metrics, train
+from cost_jax import checkpointing, metrics, train
 from tests import train_testlib
 
 
@@ -43,7 +43,12 @@ def test_test_protocol_scores_every_video_once(trained):
   config, workdir = trained['config'], trained['workdir']
   summary = train.test(config, workdir)
   assert summary['num_videos'] == 6 and summary['num_views'] == 6
-  assert summary['manifest']['num_examples'] == 6 and 'step 4' in summary['checkpoint']
+  assert summary['manifest']['num_examples'] == 6
+  # The official save_best checkpoint: the step with the best val top-1 of the run.
+  manager = checkpointing.create_manager(os.path.join(workdir, 'checkpoints'), read_only=True)
+  best = checkpointing.read_meta(manager, 4)['best']
+  assert summary['step'] == best['step'] and f'step {best["step"]}' in summary['checkpoint']
+  assert 'best val top-1' in summary['reason']
   with np.load(os.path.join(workdir, 'test_val_scores.npz')) as f:
     index, label, scores = f['index'], f['label'], f['scores']
   np.testing.assert_array_equal(index, np.arange(6))
@@ -53,8 +58,9 @@ def test_test_protocol_scores_every_video_once(trained):
   with open(os.path.join(workdir, 'test_val_summary.json')) as f:
     assert json.load(f)['metrics'] == pytest.approx(summary['metrics'])
   # The same checkpoint, given explicitly as one step's directory, gives the same scores.
-  again = train.test(config, workdir, os.path.join(workdir, 'checkpoints', '4'))
+  again = train.test(config, workdir, os.path.join(workdir, 'checkpoints', str(best['step'])))
   assert again['metrics'] == pytest.approx(summary['metrics'])
+  assert again['reason'] == 'the step given'
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, tmp_path):

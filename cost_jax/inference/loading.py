@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from configs import base as base_config
 from cost_jax import checkpointing, metrics
@@ -238,15 +239,19 @@ def read_trainer_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved.lists_to_tuples(data))
 
 
-def _step_directory(path: str, workdir: str) -> str:
-  """The step directory to read: `path` itself if it is one, else the latest finished step."""
+def select_step_directory(path: str) -> tuple[str, str]:
+  """(step directory, why) for a step directory, a checkpoints directory or a trainer workdir.
+
+  A step directory is taken as given; otherwise the run's best step by val top-1 (the official
+  `save_best` checkpoint), or its latest where no validation was recorded.
+  """
   if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, checkpointing.STATE)):
-    return path
-  manager_dir = os.path.join(workdir, TRAINER_CHECKPOINTS)
-  latest = ocp.step.latest_step_metadata(manager_dir, ocp.step.standard_name_format())
-  if latest is None:
-    raise FileNotFoundError(f'{manager_dir} holds no checkpoint (no finished step directory)')
-  return os.fspath(latest.path)
+    return path, 'the step given'
+  manager_dir = os.path.join(path, TRAINER_CHECKPOINTS)
+  if not os.path.isdir(manager_dir):
+    manager_dir = path
+  step, why = checkpointing.best_or_latest_step(manager_dir)
+  return os.path.join(manager_dir, str(step)), why
 
 
 def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]
@@ -301,10 +306,11 @@ def load_bundle(checkpoint: str, labels: str | None = None,
           f'a saved model ({saved.CONFIG_FILE}) or an MMAction2 file {WEIGHT_SUFFIXES}')
     config = read_trainer_config(workdir)
     model_config = config.model
-    step_dir = _step_directory(path, workdir)
+    step_dir, why = select_step_directory(path)
     variables = restore_train_state_variables(step_dir, model_config)
     protocol = default_protocol(config)
     source = step_dir
+    logging.info('Loading %s: %s', step_dir, why)
   if protocol_overrides:
     unknown = sorted(set(protocol_overrides) - set(protocol.keys()))
     if unknown:

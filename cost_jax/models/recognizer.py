@@ -47,6 +47,8 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
       fold=cfg.get('cost_impl', 'fold2d') == 'fold2d',
       bn_group_size=cfg.get('bn_group_size', 0),
       remat=cfg.get('remat', False),
+      frozen_stages=cfg.get('frozen_stages', -1),
+      norm_eval=cfg.get('norm_eval', False),
       dtype=dtype,
       parent=None)
   head = I3DHead(cfg['num_classes'], cfg.get('dropout_ratio', 0.5), parent=None)

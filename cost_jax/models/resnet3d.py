@@ -106,6 +106,10 @@ class ResNet3d(nn.Module):
 
   Stage outputs are sown into the 'intermediates' collection (stem after the max-pool, and each
   layer; layer2's includes the temporal pool2 that precedes it).
+
+  As MMAction2's `frozen_stages`, stage 0 (the stem) to `frozen_stages` get no gradient (it stops
+  at their output) and keep BatchNorm in inference mode while training; `norm_eval` puts every
+  BatchNorm in inference mode while training.
   """
   arch: str = 'costb'
   depth: int = 50
@@ -120,7 +124,16 @@ class ResNet3d(nn.Module):
   fold: bool = True
   bn_group_size: int = 0
   remat: bool = False
+  frozen_stages: int = -1
+  norm_eval: bool = False
   dtype: jnp.dtype = jnp.float32
+
+  def _stage_trains(self, stage: int, train: bool) -> bool:
+    """Whether BatchNorm of `stage` (0 = stem) uses batch statistics."""
+    return train and not self.norm_eval and stage > self.frozen_stages
+
+  def _end_of_stage(self, x: jax.Array, stage: int) -> jax.Array:
+    return jax.lax.stop_gradient(x) if stage <= self.frozen_stages else x
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -131,11 +144,13 @@ class ResNet3d(nn.Module):
     common = dict(fold=self.fold, bn_group_size=self.bn_group_size, dtype=self.dtype)
     kt, kh, kw = self.conv1_kernel
     x = ConvBN(self.base_channels, tuple(self.conv1_kernel), (self.conv1_stride_t, 2, 2),
-               ((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), **common, name='conv1')(x, train)
+               ((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), **common,
+               name='conv1')(x, self._stage_trains(0, train))
     pool1_kt = 1 if self.pool1_stride_t == 1 else 2      # as ResNet3dCoST rebuilds its maxpool
     x = nn.max_pool(x, (pool1_kt, 3, 3), (self.pool1_stride_t, 2, 2),
                     ((0, 0), (1, 1), (1, 1)))
     self.sow('intermediates', 'maxpool', x)
+    x = self._end_of_stage(x, 0)
 
     block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
     inflate = expand_inflate(self.inflate, self.depth)
@@ -149,11 +164,12 @@ class ResNet3d(nn.Module):
         needs_downsample = i == 0 and (block_strides != (1, 1, 1)
                                        or in_channels != planes * EXPANSION)
         x = block_cls(planes, block_strides, self.arch, bool(flag), needs_downsample, **common,
-                      name=f'layer{stage + 1}_{i}')(x, train)
+                      name=f'layer{stage + 1}_{i}')(x, self._stage_trains(stage + 1, train))
         in_channels = planes * EXPANSION
       if stage == 0 and self.with_pool2:
         self.sow('intermediates', 'layer1', x)
         x = nn.max_pool(x, (2, 1, 1), (2, 1, 1))
       else:
         self.sow('intermediates', f'layer{stage + 1}', x)
+      x = self._end_of_stage(x, stage + 1)
     return x

@@ -38,6 +38,10 @@ class CheckpointMismatchError(ValueError):
     super().__init__('\n'.join(lines))
 
 
+class ArchitectureMismatchError(ValueError):
+  """The checkpoint describes another architecture than the config; lists the fields."""
+
+
 def _strip_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
@@ -107,21 +111,24 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
   return config
 
 
-def _check_against(inferred: ml_collections.ConfigDict, wanted: Mapping[str, Any],
-                   source: str) -> None:
+def check_against(inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str,
+                  ignore: tuple[str, ...] = ()) -> None:
+  """Raises ArchitectureMismatchError listing each architecture field (`ARCH_FIELDS`) that differs."""
   diffs = []
-  for field in ARCH_FIELDS:
+  for field in (f for f in ARCH_FIELDS if f not in ignore):
     got, want = inferred[field], wanted[field]
     if field == 'inflate':
-      got, want = expand_inflate(got, inferred.depth), expand_inflate(want, wanted['depth'])
+      if inferred['depth'] != wanted['depth']:
+        continue  # the depth differs already; the patterns cannot be compared block by block
+      got, want = expand_inflate(got, inferred['depth']), expand_inflate(want, wanted['depth'])
     elif isinstance(want, (tuple, list)):
       got, want = tuple(got), tuple(want)
-    if field == 'arch' and not any(map(any, inferred.inflate)):
+    if field == 'arch' and not any(map(any, inferred['inflate'])):
       continue  # no inflated block: `inflate` alone decides, whatever the arch is called
     if got != want:
       diffs.append(f'{field}: checkpoint {got}, config {want}')
   if diffs:
-    raise ValueError(f'{source}: checkpoint does not match the given config:\n  '
+    raise ArchitectureMismatchError(f'{source}: checkpoint does not match the given config:\n  '
                      + '\n  '.join(diffs))
 
 
@@ -186,20 +193,22 @@ def _resolve_model_config(config) -> Mapping[str, Any] | None:
   return config.model if 'model' in config else config
 
 
-def import_mmaction2(path: str, config=None, strict: bool = True
+def import_mmaction2(path: str, config=None, strict: bool = True, any_num_classes: bool = False
                      ) -> tuple[ml_collections.ConfigDict, dict]:
   """Reads an MMAction2/CoST checkpoint and returns (model_config, variables).
 
   The architecture is inferred from the keys and shapes. When `config` (a full config or its
   `model` part) is given, the checkpoint must match it, and its run-time fields (bn_group_size,
-  cost_impl, dtype, ...) are kept.
+  cost_impl, dtype, ...) are kept; with `any_num_classes` the class count may differ and the
+  result has the checkpoint's (for fine-tuning, which then replaces the head).
   """
   state_dict, meta = load_state_dict(path)
   inferred = infer_model_config(state_dict, meta, source=path)
   wanted = _resolve_model_config(config)
   if wanted is not None:
-    _check_against(inferred, wanted, path)
+    check_against(inferred, wanted, path, ignore=('num_classes',) if any_num_classes else ())
     model_config = ml_collections.ConfigDict(dict(wanted))
+    model_config.num_classes = inferred.num_classes
   else:
     model_config = inferred
   variables = state_dict_to_variables(state_dict, model_config, source=path, strict=strict)
