@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests
 
 demo: $(STAMP)
-	$(PY) -m cost_jax.demo --workdir demo_out
+	$(PY) demo.py --workdir demo_out
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py

@@ -54,7 +54,7 @@ def compile_and_flops(fn, *args) -> tuple:
 
 def bench_arch(arch: str, impl: str, args) -> dict:
   config = base.get_model_config(arch)
-  config.cost_impl = impl
+  config.conv_impl = impl
   config.bn_group_size = 0
   model = create_model(config)
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))

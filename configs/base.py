@@ -6,38 +6,12 @@ plain data; `cost_jax` reads it, nothing here runs code.
 
 import ml_collections
 
-# Inflate patterns of the official configs (1 = the block's temporal/CoST layer is used).
-INFLATE_R50 = ((0, 1, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (1, 0, 1))
-INFLATE_R101 = ((0, 1, 0), (1, 0, 1, 0), (1, 0) * 11 + (1,), (0, 1, 0))
-NO_INFLATE_R50 = ((0, 0, 0), (0, 0, 0, 0), (0,) * 6, (0, 0, 0))
+from cost_jax.inference.protocol import OFFICIAL_PROTOCOL
+from cost_jax.models.defaults import (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, INFLATE_R50,
+                                      INFLATE_R101, NO_INFLATE_R50, get_model_config)
 
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
-
-
-def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
-  """The backbone + head of `Recognizer3D(ResNet3dCoST, I3DHead)` at R50, 8 frames."""
-  return ml_collections.ConfigDict(dict(
-      arch=arch,                 # c2d | i3d | costa | costb | 3x3x3
-      depth=50,                  # 50 | 101 | 152
-      base_channels=64,          # width of the stem; stages use 1x, 2x, 4x, 8x (x4 expansion)
-      num_classes=400,
-      conv1_kernel=(1, 7, 7),
-      conv1_stride_t=1,
-      pool1_stride_t=1,
-      with_pool2=True,           # MMAction2's temporal max-pool (2,1,1) after layer1
-      inflate=NO_INFLATE_R50 if arch == 'c2d' else INFLATE_R50,
-      spatial_strides=(1, 2, 2, 2),
-      temporal_strides=(1, 1, 1, 1),
-      dropout_ratio=0.5,
-      cost_impl='fold2d',        # fold2d (views as batched 2D convs) | conv3d (three 3D convs)
-      bn_group_size=8,           # clips per BatchNorm group (official: per GPU, 8); 0 = global
-      dtype='float32',           # compute dtype; parameters stay float32
-      remat=False,               # rematerialise each residual block in the backward pass
-      frozen_stages=-1,          # as MMAction2: -1 none; 0 the stem; k the stem and layer1..k
-                                 # (no gradient, BatchNorm in inference mode)
-      norm_eval=False,           # every BatchNorm in inference mode while training
-  ))
+__all__ = ['IMAGENET_MEAN_RGB', 'IMAGENET_STD_RGB', 'INFLATE_R50', 'INFLATE_R101',
+           'NO_INFLATE_R50', 'get_config', 'get_model_config']
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -50,20 +24,13 @@ def get_config() -> ml_collections.ConfigDict:
       train_split='train',
       val_split='val',
       test_split='val',          # the official test set is the validation list
-      clip_len=8,
-      frame_interval=8,
+      # 8 frames every 8th; val: short side 256, centre crop 224; test: 10 clips x ThreeCrop 256;
+      # ImageNet mean/std (cost_jax.inference.protocol.OFFICIAL_PROTOCOL).
+      **OFFICIAL_PROTOCOL,
       train_num_clips=1,
       val_num_clips=1,
-      test_num_clips=10,
-      train_scale_range=(256, 320),   # RandomRescale of the short side
-      crop_size=224,                  # RandomCrop (train) and CenterCrop (val)
-      val_short_side=256,
-      test_short_side=256,
-      test_crop_size=256,             # ThreeCrop
-      test_num_crops=3,
+      train_scale_range=(256, 320),   # RandomRescale of the short side, then RandomCrop crop_size
       flip_ratio=0.5,
-      mean=IMAGENET_MEAN_RGB,
-      std=IMAGENET_STD_RGB,
       shuffle_buffer=1024,
       normalize_on_device=True,  # ship uint8, normalise inside the jitted step
       prefetch=2,

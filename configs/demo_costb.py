@@ -1,6 +1,6 @@
 """A small CoST(b) for the synthetic frame-order dataset, trained on a CPU by `make demo`.
 
-Run:    python -m cost_jax.demo --workdir demo_out     (generates the data, trains, tests)
+Run:    python demo.py --workdir demo_out     (generates the data, trains, tests)
 or      python -m cost_jax.main --config=configs/demo_costb.py --workdir=demo_out/costb \
             --config.data.data_dir=demo_out/data/tfrecords
 
@@ -17,7 +17,7 @@ def get_config(arch: str = 'costb'):
   config = base.get_config()
   config.model = base.get_model_config(arch)
   config.model.base_channels = 4
-  config.model.num_classes = 4            # cost_jax.demo.SYNTHETIC
+  config.model.num_classes = 4            # demo.SYNTHETIC
   config.model.bn_group_size = 8
   config.model.dropout_ratio = 0.2
   config.init.resnet2d = ''               # no ImageNet ResNet exists at width 4: from scratch

@@ -15,7 +15,6 @@ Writes `view_weights.json` and a bar chart `view_weights.png` (plus heat maps
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,12 +23,15 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from absl import flags
 from flax import traverse_util
 
-from configs import base as base_config
+from cost_jax import cli
 from cost_jax.data import transforms
 from cost_jax.inference import loading
+from cost_jax.inference.protocol import PROTOCOL_FIELDS
 
 VIEW_NAMES = ('H-W', 'T-W', 'T-H')   # order of the coefficients (CoSTConv's VIEWS)
 JSON_NAME = 'view_weights.json'
@@ -153,10 +155,10 @@ def val_batches(bundle: loading.ModelBundle, data_dir: str, split: str, batch_si
                 max_videos: int = 0) -> tuple[Iterator[dict[str, np.ndarray]], list[str]]:
   """Val-pipeline batches (one centre clip per video) of a TFRecord split, and the split's class
   names (from its manifest)."""
-  from cost_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  data_config = base_config.get_config().data
-  data_config.update({k: bundle.protocol[k] for k in loading.PROTOCOL_FIELDS})
-  data_config.update(data_dir=data_dir, val_split=split, normalize_on_device=True)
+  from cost_jax.data import input_pipeline  # tf.data only when a dataset is analysed
+  data_config = ml_collections.ConfigDict({k: bundle.protocol[k] for k in PROTOCOL_FIELDS})
+  data_config.update(data_dir=data_dir, val_split=split, val_num_clips=1, test_num_crops=3,
+                     normalize_on_device=True, prefetch=2)
   # The data's classes need not be the model's: the coefficients do not use the head.
   info = input_pipeline.get_dataset_info(data_dir, split)
   dataset, num_batches = input_pipeline.create_eval_dataset(
@@ -221,9 +223,9 @@ def _title(report: Mapping[str, Any]) -> str:
 
 def plot(report: Mapping[str, Any], path: str) -> str:
   """Bar chart: per layer, one bar per view (H-W, T-W, T-H) with std error bars; returns path."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
   layers = list(report['layers'])
   means = np.array([report['layers'][k]['mean'] for k in layers])
   stds = np.array([report['layers'][k]['std'] for k in layers])
@@ -250,9 +252,9 @@ def plot(report: Mapping[str, Any], path: str) -> str:
 
 def plot_per_class(report: Mapping[str, Any], path: str) -> str:
   """Heat maps (class x layer) of the mean coefficient of each view; returns path."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
   classes = list(report['per_class'])
   layers = list(report['layers'])
   fig, axes = plt.subplots(1, 3, figsize=(3 + 1.2 * len(layers), 2.2 + 0.3 * len(classes)),
@@ -299,45 +301,48 @@ def format_text(report: Mapping[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m cost_jax.analyze', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', required=True, help='Trainer workdir / checkpoint '
-                      'directory, saved-model directory or MMAction2 .pth/.npz.')
-  parser.add_argument('--output_dir', required=True, help='Where to write the JSON and PNG.')
-  parser.add_argument('--data', help='TFRecord directory (data_prep output); needed for CoST(b).')
-  parser.add_argument('--split', default='val', help='Split of --data to read (default val).')
-  parser.add_argument('--per_class', action='store_true', help='CoST(b): also per class.')
-  parser.add_argument('--batch_size', type=int, default=8, help='Clips per forward pass.')
-  parser.add_argument('--max_videos', type=int, default=0, help='Read at most this many videos '
-                      '(0 = all).')
-  parser.add_argument('--labels', help='Class names file (per-class names default to the data '
-                      'manifest).')
-  return parser
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
+                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
+flags.DEFINE_string('output_dir', None, 'Where to write the JSON and PNG.', flag_values=FLAGS)
+flags.DEFINE_string('data', None, 'TFRecord directory (data_prep output); needed for CoST(b).',
+                    flag_values=FLAGS)
+flags.DEFINE_string('split', 'val', 'Split of --data to read.', flag_values=FLAGS)
+flags.DEFINE_bool('per_class', False, 'CoST(b): also per class.', flag_values=FLAGS)
+flags.DEFINE_integer('batch_size', 8, 'Clips per forward pass.', flag_values=FLAGS)
+flags.DEFINE_integer('max_videos', 0, 'Read at most this many videos (0 = all).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('labels', None, 'Class names file (per-class names default to the data '
+                    'manifest).', flag_values=FLAGS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (2 for bad input)."""
-  args = _parser().parse_args(argv)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def _main(positional: list[str]) -> int:
+  if positional:
+    raise cli.UsageError(f'unexpected arguments: {positional}')
+  for name in ('checkpoint', 'output_dir'):
+    if not FLAGS[name].value:
+      raise cli.UsageError(f'--{name} is required')
+  import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
-  try:
-    bundle = loading.load_bundle(args.checkpoint, args.labels)
-    _check_cost(bundle)
-    batches, class_names = None, None
-    if args.data and bundle.arch == 'costb':
-      batches, class_names = val_batches(bundle, args.data, args.split, args.batch_size,
-                                         args.max_videos)
-    report = analyze(bundle, batches, per_class=args.per_class,
-                     data_source=f'{args.data} ({args.split})' if batches else '',
-                     class_names=class_names)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  paths = write_report(report, args.output_dir)
+  bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
+  _check_cost(bundle)
+  batches, class_names = None, None
+  if FLAGS.data and bundle.arch == 'costb':
+    batches, class_names = val_batches(bundle, FLAGS.data, FLAGS.split, FLAGS.batch_size,
+                                       FLAGS.max_videos)
+  report = analyze(bundle, batches, per_class=FLAGS.per_class,
+                   data_source=f'{FLAGS.data} ({FLAGS.split})' if batches else '',
+                   class_names=class_names)
+  paths = write_report(report, FLAGS.output_dir)
   print(format_text(report))
   print('wrote ' + ', '.join(paths.values()))
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (2 for a user's mistake)."""
+  return cli.run(_main, FLAGS, 'cost_jax.analyze', argv, doc=__doc__,
+                 errors=(cli.UsageError, OSError, ValueError))
 
 
 if __name__ == '__main__':

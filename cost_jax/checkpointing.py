@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import signal
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -108,3 +111,41 @@ def restore_path(path: str, template: Any) -> tuple[Any, dict[str, Any]]:
   if manager.latest_step() is None:
     raise FileNotFoundError(f'{path!r} holds no checkpoint (expected numbered step directories)')
   return restore(manager, template)
+
+
+class PreemptionFlag:
+  """Records SIGTERM (preemption) so that training saves a checkpoint before exiting.
+
+  With several processes, `agreed(step)` compares the flags of all processes every
+  `sync_every_steps` steps (an all-gather), so that every process stops at the same step.
+  """
+
+  def __init__(self, sync_every_steps: int = 10):
+    self.received = False
+    self.sync_every_steps = max(int(sync_every_steps), 1)
+    self._previous = None
+
+  def __enter__(self) -> PreemptionFlag:
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, no preemption saves
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and stopping')
+    self.received = True
+
+  def agreed(self, step: int) -> bool:
+    """True on every process once any process got SIGTERM (checked at synchronised steps)."""
+    if jax.process_count() == 1:
+      return self.received
+    if step % self.sync_every_steps:
+      return False
+    flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
+    return bool(np.any(flags))
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

@@ -18,7 +18,6 @@ Writes to OUT:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,9 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
+from cost_jax import cli
 from cost_jax.inference import loading
 
 FORMATS = ('savedmodel', 'stablehlo', 'both')
@@ -100,8 +101,8 @@ def load_stablehlo(directory: str) -> jax.export.Exported:
 def export_savedmodel(bundle: loading.ModelBundle, clip_shape: Sequence[int], directory: str,
                       platforms: Sequence[str] = ('cpu',)) -> str:
   """Writes a TF SavedModel: signature `serving_default(clips uint8) -> {'probabilities'}`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from jax.experimental import jax2tf
 
   probabilities = bundle.probability_fn()
   converted = jax2tf.convert(probabilities, polymorphic_shapes=[None, '(b, ...)'],
@@ -149,36 +150,40 @@ def export(bundle: loading.ModelBundle, output: str, fmt: str = 'both', frames: 
   return paths
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m cost_jax.export', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', required=True, help='Trainer workdir / checkpoint '
-                      'directory, saved-model directory or MMAction2 .pth/.npz.')
-  parser.add_argument('--output', required=True, help='Directory to write the export to.')
-  parser.add_argument('--format', default='both', choices=FORMATS, help='What to export.')
-  parser.add_argument('--frames', type=int, help='Frames per clip (default: the clip length).')
-  parser.add_argument('--size', type=int, help='Clip height = width (default: the centre crop).')
-  parser.add_argument('--platforms', default='cpu,cuda', help='Comma-separated platforms to '
-                      'lower for (cpu, cuda, rocm, tpu).')
-  parser.add_argument('--labels', help='Class names file (default: found next to the checkpoint).')
-  return parser
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
+                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
+flags.DEFINE_string('output', None, 'Directory to write the export to.', flag_values=FLAGS)
+flags.DEFINE_enum('format', 'both', FORMATS, 'What to export.', flag_values=FLAGS)
+flags.DEFINE_integer('frames', None, 'Frames per clip (default: the clip length).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('size', None, 'Clip height = width (default: the centre crop).',
+                     flag_values=FLAGS)
+flags.DEFINE_list('platforms', ['cpu', 'cuda'], 'Platforms to lower for (cpu, cuda, rocm, tpu).',
+                  flag_values=FLAGS)
+flags.DEFINE_string('labels', None, 'Class names file (default: found next to the checkpoint).',
+                    flag_values=FLAGS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (2 for bad input)."""
-  args = _parser().parse_args(argv)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def _main(positional: list[str]) -> int:
+  if positional:
+    raise cli.UsageError(f'unexpected arguments: {positional}')
+  for name in ('checkpoint', 'output'):
+    if not FLAGS[name].value:
+      raise cli.UsageError(f'--{name} is required')
+  import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
-  try:
-    bundle = loading.load_bundle(args.checkpoint, args.labels)
-    paths = export(bundle, args.output, args.format, args.frames, args.size,
-                   args.platforms.split(','))
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
+  paths = export(bundle, FLAGS.output, FLAGS.format, FLAGS.frames, FLAGS.size, FLAGS.platforms)
   for kind, path in paths.items():
     print(f'{kind}: {path}')
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (2 for a user's mistake)."""
+  return cli.run(_main, FLAGS, 'cost_jax.export', argv, doc=__doc__,
+                 errors=(cli.UsageError, OSError, ValueError))
 
 
 if __name__ == '__main__':

@@ -18,6 +18,8 @@ from typing import Mapping
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cost_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -32,7 +34,6 @@ flags.DEFINE_integer('process_id', None, 'Index of this process (multi-process).
 flags.mark_flags_as_required(['config', 'workdir'])
 
 INTERRUPTED_EXIT_CODE = 143
-USER_ERROR_EXIT_CODE = 2
 
 
 def cluster_detected(environ: Mapping[str, str]) -> bool:
@@ -56,7 +57,7 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
   explicit = (coordinator_address, num_processes, process_id)
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise app.UsageError('--coordinator_address, --num_processes and --process_id go '
+      raise cli.UsageError('--coordinator_address, --num_processes and --process_id go '
                            'together; give all three')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
@@ -68,8 +69,19 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
 
 
 def main(argv):
+  try:
+    _run(argv)
+  except cli.user_errors() as e:
+    sys.exit(cli.report(e))
+
+
+def _run(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise cli.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.mode == 'train' and FLAGS.checkpoint:
+    raise cli.UsageError('--checkpoint is for --mode=test; training resumes from --workdir '
+                         '(use config.init.mmaction2 or config.init.checkpoint to start from '
+                         'other weights)')
   from cost_jax import checkpointing
   checkpointing.quiet_orbax_logs()
   import tensorflow as tf
@@ -77,35 +89,30 @@ def main(argv):
   initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          os.environ)
   import jax
-  from cost_jax import train
+  from cost_jax import evaluate, train
   logging.info('JAX process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  if FLAGS.mode == 'train' and FLAGS.checkpoint:
-    raise app.UsageError('--checkpoint is for --mode=test; training resumes from --workdir '
-                         '(use config.init.mmaction2 or config.init.checkpoint to start from '
-                         'other weights)')
+  if FLAGS.mode == 'train':
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if summary['interrupted']:
+      sys.exit(INTERRUPTED_EXIT_CODE)
+  else:
+    evaluate.run_test_protocol(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config override reported in one line."""
   try:
-    if FLAGS.mode == 'train':
-      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-      if summary['interrupted']:
-        sys.exit(INTERRUPTED_EXIT_CODE)
-    else:
-      train.test(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
-  except user_errors() as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(USER_ERROR_EXIT_CODE)
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-  """Exceptions that report a user's mistake (one message, exit status 2, no traceback)."""
-  from cost_jax.config_checks import ConfigError
-  from cost_jax.weights.download import WeightsUnavailableError
-  from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
-  from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
-  return (ConfigError, WeightsUnavailableError, ArchitectureMismatchError,
-          CheckpointMismatchError, CheckpointFormatError, UnsafeCheckpointError, FileNotFoundError)
+    remaining = FLAGS(argv)
+    FLAGS.config.get('model')  # the config file loads lazily: fail here, not mid-run
+    return remaining
+  except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    # An unknown config field comes as AttributeError/KeyError, a missing file as OSError.
+    text = str(e).replace('\\n', ' ').replace("\\'", "'")
+    if len(text) > 1 and text[0] == text[-1] == "'":
+      text = text[1:-1]
+    sys.exit(cli.report(cli.UsageError('bad flag: ' + ' '.join(text.split()))))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

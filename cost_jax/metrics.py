@@ -1,7 +1,8 @@
 """Classification metrics as MMAction2 0.24.1 reports them, and multi-view score averaging.
 
-The host-side functions take the scores of a whole split (one row per video) as numpy arrays;
-`average_views` is the on-device (jnp) part of the test protocol.
+The host-side functions take the scores of a whole split (one row per video) as numpy arrays.
+`view_scores` gives what the test protocol averages over a video's views (inside `test_step`);
+`average_views` does the whole average at once (a reference for tests and small inputs).
 """
 
 from __future__ import annotations

@@ -11,14 +11,15 @@ that cannot be read is reported and skipped; the exit status is 1 if any failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from typing import Any, Sequence
 
 import numpy as np
+from absl import flags
 
+from cost_jax import cli
 from cost_jax.inference import loading, video_clips
 
 
@@ -114,63 +115,66 @@ def to_json(results: Sequence[dict[str, Any]], bundle: loading.ModelBundle) -> s
                      'videos': videos}, indent=2)
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m cost_jax.predict', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('videos', nargs='+', metavar='VIDEO', help='Video files to classify.')
-  parser.add_argument('--checkpoint', required=True, help='Trainer workdir / checkpoint '
-                      'directory, saved-model directory or MMAction2 .pth/.npz.')
-  parser.add_argument('--labels', help='Class names: text file (one per line) or JSON list; '
-                      'default: found next to the checkpoint or in its workdir.')
-  parser.add_argument('--views', type=int, help='Views per video: 1 (one centre clip) or 3*k '
-                      '(k clips x ThreeCrop); default: the test protocol (10 x 3 = 30).')
-  parser.add_argument('--top_k', type=int, default=5, help='Classes to report per video.')
-  parser.add_argument('--json', action='store_true', help='Print one JSON document.')
-  parser.add_argument('--views_per_chunk', type=int, help='Views per forward pass (bounds '
-                      'memory; default: the checkpoint config, 10).')
-  parser.add_argument('--clip_len', type=int, help='Frames per clip (default: checkpoint).')
-  parser.add_argument('--frame_interval', type=int, help='Frame stride (default: checkpoint).')
-  parser.add_argument('--short_side', type=int, help='Short side after resizing, and ThreeCrop '
-                      'size (default: checkpoint, officially 256).')
-  parser.add_argument('--crop_size', type=int, help='Centre crop of --views=1 (default 224).')
-  return parser
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
+                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
+flags.DEFINE_string('labels', None, 'Class names: text file (one per line) or JSON list; '
+                    'default: found next to the checkpoint or in its workdir.', flag_values=FLAGS)
+flags.DEFINE_integer('views', None, 'Views per video: 1 (one centre clip) or 3*k (k clips x '
+                     'ThreeCrop); default: the test protocol (10 x 3 = 30).', flag_values=FLAGS)
+flags.DEFINE_integer('top_k', 5, 'Classes to report per video.', flag_values=FLAGS)
+flags.DEFINE_bool('json', False, 'Print one JSON document.', flag_values=FLAGS)
+flags.DEFINE_integer('views_per_chunk', None, 'Views per forward pass (bounds memory; default: '
+                     'the checkpoint config, 10).', flag_values=FLAGS)
+flags.DEFINE_integer('clip_len', None, 'Frames per clip (default: checkpoint).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('frame_interval', None, 'Frame stride (default: checkpoint).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('short_side', None, 'Short side after resizing, and ThreeCrop size '
+                     '(default: checkpoint, officially 256).', flag_values=FLAGS)
+flags.DEFINE_integer('crop_size', None, 'Centre crop of --views=1 (default 224).',
+                     flag_values=FLAGS)
 
 
-def protocol_overrides(args: argparse.Namespace) -> dict[str, int]:
+def protocol_overrides(values: flags.FlagValues) -> dict[str, int]:
   """Test-protocol fields given on the command line."""
   overrides = {}
-  if args.clip_len:
-    overrides['clip_len'] = args.clip_len
-  if args.frame_interval:
-    overrides['frame_interval'] = args.frame_interval
-  if args.short_side:
-    overrides.update(val_short_side=args.short_side, test_short_side=args.short_side,
-                     test_crop_size=args.short_side)
-  if args.crop_size:
-    overrides['crop_size'] = args.crop_size
-  if args.views_per_chunk:
-    overrides['views_per_chunk'] = args.views_per_chunk
+  if values.clip_len:
+    overrides['clip_len'] = values.clip_len
+  if values.frame_interval:
+    overrides['frame_interval'] = values.frame_interval
+  if values.short_side:
+    overrides.update(val_short_side=values.short_side, test_short_side=values.short_side,
+                     test_crop_size=values.short_side)
+  if values.crop_size:
+    overrides['crop_size'] = values.crop_size
+  if values.views_per_chunk:
+    overrides['views_per_chunk'] = values.views_per_chunk
   return overrides
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (1 if a video failed, 2 for a bad checkpoint)."""
-  args = _parser().parse_args(argv)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def _main(videos: list[str]) -> int:
+  if not FLAGS.checkpoint:
+    raise cli.UsageError('--checkpoint is required')
+  if not videos:
+    raise cli.UsageError('give at least one video file')
+  import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')   # TF only resizes frames; leave accelerators to JAX
-  try:
-    if args.views is not None:
-      video_clips.num_clips_for_views(args.views)
-    bundle = loading.load_bundle(args.checkpoint, args.labels, protocol_overrides(args))
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  results = predict_videos(bundle, args.videos, views=args.views, top_k=args.top_k)
-  print(to_json(results, bundle) if args.json else format_text(results))
+  if FLAGS.views is not None:
+    video_clips.num_clips_for_views(FLAGS.views)
+  bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels, protocol_overrides(FLAGS))
+  results = predict_videos(bundle, videos, views=FLAGS.views, top_k=FLAGS.top_k)
+  print(to_json(results, bundle) if FLAGS.json else format_text(results))
   failed = [r for r in results if not r['ok']]
   for result in failed:
     print(f"error: {result['video']}: {result['error']}", file=sys.stderr)
   return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (1 if a video failed, 2 for a user's mistake)."""
+  return cli.run(_main, FLAGS, 'cost_jax.predict', argv, doc=__doc__,
+                 errors=(cli.UsageError, OSError, ValueError))
 
 
 if __name__ == '__main__':

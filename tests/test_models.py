@@ -26,7 +26,7 @@ def _model_and_variables(arch, **overrides):
 @pytest.mark.parametrize('impl', ['fold2d', 'conv3d'])
 def test_eval_logits_and_stages_match_mmaction2(arch, impl):
   io = fixtures.io(arch)
-  _, model, variables = _model_and_variables(arch, cost_impl=impl)
+  _, model, variables = _model_and_variables(arch, conv_impl=impl)
   clips = fixtures.ncthw_to_nthwc(io['input'])
   logits, state = jax.jit(
       lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']))(variables, clips)
@@ -90,7 +90,7 @@ def test_full_size_parameter_counts_and_shapes(arch):
   assert round(count_params(variables['params']) / 1e6, 2) == EXPECTED_MILLIONS[arch]
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (2, 400)
-  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method='features'), variables, clips)
+  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
   assert feat.shape == (2, 4, 7, 7, 2048)
 
 
@@ -103,7 +103,7 @@ def test_config_variants_build_at_full_size(config_name, frames, feat_t):
   model = create_model(config.model)
   clips = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
-  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method='features'), variables, clips)
+  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
   assert feat.shape == (1, feat_t, 7, 7, 2048)
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (1, config.model.num_classes)

@@ -8,14 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import demo_costb
 from cost_jax import checkpointing, predict
 from cost_jax.data import sampling, transforms
 from cost_jax.inference import loading, video_clips
 from cost_jax.state import TrainState
 from cost_jax.weights import import_mmaction2
 from cost_jax.weights.saved import save_model
-from tests import fixtures, video_factory
+from tests import fixtures, train_testlib, video_factory
 
 NAMES = [f'action {i}' for i in range(10)]      # the costb fixture has 10 classes
 # Test protocol at toy size; clip_len 4 x interval 2 over 20 frames gives 10 distinct clip starts.
@@ -156,7 +155,7 @@ def _trainer_workdir(root, config, variables, steps):
 
 
 def test_trainer_workdir_checkpoint_and_step(tmp_path, bundle, videos):
-  config = demo_costb.get_config()
+  config = train_testlib.tiny_config('unused', arch='costb')
   config.model.update(num_classes=10, base_channels=8)     # the fixture's width and classes
   config.data.update(**{k: v for k, v in TINY.items() if k != 'views_per_chunk'})
   model_config, variables = import_mmaction2(fixtures.path('costb.pth'), config)
@@ -198,7 +197,7 @@ def test_loading_errors_name_the_problem(tmp_path, saved_dir):
     loading.load_bundle(saved_dir, protocol_overrides={'clip_length': 4})
   empty = tmp_path / 'empty_run'
   (empty / 'checkpoints').mkdir(parents=True)
-  (empty / 'config.json').write_text(demo_costb.get_config().to_json_best_effort())
+  (empty / 'config.json').write_text(train_testlib.tiny_config('unused', arch='costb').to_json_best_effort())
   with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
     loading.load_bundle(str(empty))
   (empty / 'config.json').write_text('{"model": {}}')

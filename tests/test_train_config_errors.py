@@ -4,11 +4,11 @@ import glob
 import importlib
 import os
 import subprocess
+import sys
 
 import pytest
-from absl import app
 
-from cost_jax import config_checks, main, train
+from cost_jax import cli, config_checks, evaluate, main, train
 from cost_jax.config_checks import ConfigError
 from cost_jax.weights import download
 from tests import train_testlib
@@ -77,9 +77,9 @@ def test_train_fails_before_any_work(data_dir, tmp_path, change, message):
 def test_test_mode_needs_a_checkpoint(data_dir, tmp_path):
   config = train_testlib.tiny_config(data_dir)
   with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
-    train.test(config, str(tmp_path / 'empty'))
+    evaluate.run_test_protocol(config, str(tmp_path / 'empty'))
   with pytest.raises(FileNotFoundError, match='--checkpoint'):
-    train.test(config, str(tmp_path / 'w'), checkpoint=str(tmp_path / 'missing'))
+    evaluate.run_test_protocol(config, str(tmp_path / 'w'), checkpoint=str(tmp_path / 'missing'))
 
 
 def test_cluster_detection_and_distributed_flags():
@@ -90,7 +90,7 @@ def test_cluster_detection_and_distributed_flags():
   assert main.cluster_detected({'TPU_WORKER_HOSTNAMES': 'host-a,host-b'})
   assert not main.cluster_detected({'TPU_WORKER_HOSTNAMES': 'localhost'})
   assert not main.initialize_distributed(None, None, None, {})
-  with pytest.raises(app.UsageError, match='give all three'):
+  with pytest.raises(cli.UsageError, match='give all three'):
     main.initialize_distributed('127.0.0.1:1234', 2, None, {})
 
 
@@ -125,3 +125,25 @@ def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path
   assert 'Traceback' not in proc.stderr
   assert '--config.init.resnet2d=/path/to/resnet50-0676ba61.pth' in proc.stderr
   assert not os.path.exists(workdir)
+
+
+def test_command_lines_report_a_users_mistake_in_one_line(capsys, tmp_path):
+  from cost_jax import analyze, export, predict
+  for module, argv in ((predict, ['--no_such_flag']), (predict, ['--checkpoint=x']),
+                       (analyze, ['--top_k=3']), (export, ['--checkpoint=x', 'extra']),
+                       (export, ['--format=onnx'])):
+    assert module.main(argv) == 2, (module.__name__, argv)
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+  assert predict.main(['--help']) == 0 and '--views_per_chunk' in capsys.readouterr().out
+  # cost_jax.main: a misspelt config field and a missing config file.
+  for flag in ('--config.batch_sizee=3', f'--config={tmp_path}/missing.py'):
+    config = os.path.join(train_testlib.REPO, 'configs', 'costb_k400.py')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'cost_jax.main', f'--config={config}',
+         f'--workdir={tmp_path}/w', flag], cwd=train_testlib.REPO, env=train_testlib.env(),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and ('batch_size' in errors[0] or 'missing.py' in errors[0])
+  assert not os.path.exists(tmp_path / 'w')

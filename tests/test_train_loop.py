@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from cost_jax import checkpointing, metrics, train
+from cost_jax import checkpointing, evaluate, metrics, train
 from tests import train_testlib
 
 
@@ -41,7 +41,7 @@ def test_training_runs_validates_and_saves(trained):
 
 def test_test_protocol_scores_every_video_once(trained):
   config, workdir = trained['config'], trained['workdir']
-  summary = train.test(config, workdir)
+  summary = evaluate.run_test_protocol(config, workdir)
   assert summary['num_videos'] == 6 and summary['num_views'] == 6
   assert summary['manifest']['num_examples'] == 6
   # The official save_best checkpoint: the step with the best val top-1 of the run.
@@ -58,7 +58,7 @@ def test_test_protocol_scores_every_video_once(trained):
   with open(os.path.join(workdir, 'test_val_summary.json')) as f:
     assert json.load(f)['metrics'] == pytest.approx(summary['metrics'])
   # The same checkpoint, given explicitly as one step's directory, gives the same scores.
-  again = train.test(config, workdir, os.path.join(workdir, 'checkpoints', str(best['step'])))
+  again = evaluate.run_test_protocol(config, workdir, os.path.join(workdir, 'checkpoints', str(best['step'])))
   assert again['metrics'] == pytest.approx(summary['metrics'])
   assert again['reason'] == 'the step given'
 

@@ -50,9 +50,9 @@ def test_pth_and_npz_import_identically_and_infer_the_architecture(arch, tmp_pat
 
 def test_import_checks_a_given_config():
   config = base.get_config()
-  config.model.update(dict(base_channels=8, num_classes=10, bn_group_size=4, cost_impl='conv3d'))
+  config.model.update(dict(base_channels=8, num_classes=10, bn_group_size=4, conv_impl='conv3d'))
   model_config, _ = import_mmaction2(fixtures.path('costb.pth'), config=config)
-  assert (model_config.bn_group_size, model_config.cost_impl) == (4, 'conv3d')
+  assert (model_config.bn_group_size, model_config.conv_impl) == (4, 'conv3d')
   config.model.arch = 'costa'
   config.model.num_classes = 400
   with pytest.raises(ValueError) as error:

@@ -13,6 +13,7 @@ label file next to the checkpoint (`LABEL_FILES`), else from the workdir's data 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -25,23 +26,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from configs import base as base_config
 from cost_jax import checkpointing, metrics
+from cost_jax import workdir as layout
 from cost_jax.data import transforms
+from cost_jax.inference.protocol import check_protocol, default_protocol
 from cost_jax.models import Recognizer3D, create_model
 from cost_jax.weights import saved
-from cost_jax.weights.mmaction2 import (abstract_variables, infer_model_config,
+from cost_jax.models.variables import abstract_variables, init_variables
+from cost_jax.weights.mmaction2 import (infer_model_config,
                                         meta_config_int, state_dict_to_variables)
 from cost_jax.weights.torch_pickle import load_state_dict
 
 LABEL_FILES = ('label_map.txt', 'labels.txt', 'classes.txt')
-TRAINER_CONFIG = 'config.json'
-TRAINER_CHECKPOINTS = 'checkpoints'
 WEIGHT_SUFFIXES = ('.pth', '.pt', '.npz')
-# Fields of `config.data` (plus two top-level ones) that define how test views are built.
-PROTOCOL_FIELDS = ('clip_len', 'frame_interval', 'test_num_clips', 'test_num_crops',
-                   'val_short_side', 'crop_size', 'test_short_side', 'test_crop_size', 'mean',
-                   'std')
 
 
 @dataclasses.dataclass
@@ -97,38 +94,6 @@ class ModelBundle:
     return np.asarray(self._apply_cache['scores'](self.variables, clips_uint8))
 
 
-# ----------------------------------------------------------------------------- protocol
-
-
-def default_protocol(config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """The test protocol of a full config (default: the official one of `configs/base.py`)."""
-  config = config or base_config.get_config()
-  protocol = ml_collections.ConfigDict({k: config.data[k] for k in PROTOCOL_FIELDS})
-  protocol.views_per_chunk = int(config.get('test_views_per_chunk', 10))
-  protocol.average = str(config.get('test_average', 'prob'))
-  return protocol
-
-
-def check_protocol(protocol: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the protocol field that cannot work."""
-  for key in ('clip_len', 'frame_interval', 'test_num_clips', 'val_short_side', 'crop_size',
-              'test_short_side', 'test_crop_size', 'views_per_chunk'):
-    if int(protocol[key]) < 1:
-      raise ValueError(f'protocol.{key}={protocol[key]!r} must be >= 1')
-  if protocol.test_num_crops != 3:
-    raise ValueError(f'protocol.test_num_crops={protocol.test_num_crops} must be 3 (ThreeCrop)')
-  if protocol.test_short_side != protocol.test_crop_size:
-    raise ValueError(
-        f'ThreeCrop needs test_short_side == test_crop_size, got {protocol.test_short_side} '
-        f'and {protocol.test_crop_size}')
-  if protocol.crop_size > protocol.val_short_side:
-    raise ValueError(f'protocol.crop_size={protocol.crop_size} exceeds '
-                     f'val_short_side={protocol.val_short_side}')
-  if protocol.average not in metrics.VIEW_AVERAGES:
-    raise ValueError(f'protocol.average={protocol.average!r} is not one of '
-                     f'{metrics.VIEW_AVERAGES}')
-
-
 def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
   """clip_len / frame_interval from the config text an MMAction2 checkpoint stores in meta."""
   found = {name: meta_config_int(meta, name) for name in ('clip_len', 'frame_interval')}
@@ -170,7 +135,7 @@ def read_label_names(path: str) -> list[str]:
 
 
 def _manifest_label_names(workdir: str) -> tuple[list[str], str] | None:
-  for path in sorted(glob.glob(os.path.join(workdir, 'manifests', '*.manifest.json'))):
+  for path in sorted(glob.glob(os.path.join(workdir, layout.MANIFESTS, '*.manifest.json'))):
     with open(path) as f:
       names = json.load(f).get('label_map')
     if names:
@@ -183,7 +148,7 @@ def find_label_names(checkpoint: str, config: ml_collections.ConfigDict | None =
   """(names, file) found next to `checkpoint` / in its workdir, or None."""
   path = os.path.abspath(checkpoint)
   folder = path if os.path.isdir(path) else os.path.dirname(path)
-  workdir = _trainer_workdir(path)
+  workdir = layout.find_workdir(path)
   folders = [folder] + ([workdir] if workdir and workdir != folder else [])
   for candidate in folders:
     for name in LABEL_FILES:
@@ -216,29 +181,6 @@ def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes:
 # ----------------------------------------------------------------------------- weights
 
 
-def _trainer_workdir(path: str) -> str | None:
-  """The trainer workdir that `path` (workdir, its checkpoints dir or a step dir) belongs to."""
-  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-    if (os.path.isfile(os.path.join(candidate, TRAINER_CONFIG))
-        and os.path.isdir(os.path.join(candidate, TRAINER_CHECKPOINTS))):
-      return candidate
-  return None
-
-
-def read_trainer_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config the trainer wrote to `workdir/config.json`."""
-  path = os.path.join(workdir, TRAINER_CONFIG)
-  with open(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e})') from None
-  for key in ('model', 'data'):
-    if key not in data:
-      raise ValueError(f'{path}: no {key!r} section; not a cost_jax trainer config')
-  return ml_collections.ConfigDict(saved.lists_to_tuples(data))
-
-
 def select_step_directory(path: str) -> tuple[str, str]:
   """(step directory, why) for a step directory, a checkpoints directory or a trainer workdir.
 
@@ -247,7 +189,7 @@ def select_step_directory(path: str) -> tuple[str, str]:
   """
   if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, checkpointing.STATE)):
     return path, 'the step given'
-  manager_dir = os.path.join(path, TRAINER_CHECKPOINTS)
+  manager_dir = layout.checkpoints_dir(path)
   if not os.path.isdir(manager_dir):
     manager_dir = path
   step, why = checkpointing.best_or_latest_step(manager_dir)
@@ -299,12 +241,12 @@ def load_bundle(checkpoint: str, labels: str | None = None,
     protocol = default_protocol()
     source = path
   else:
-    workdir = _trainer_workdir(path)
+    workdir = layout.find_workdir(path)
     if workdir is None:
       raise ValueError(
           f'{checkpoint}: not a trainer workdir (config.json + checkpoints/), a checkpoint of one, '
           f'a saved model ({saved.CONFIG_FILE}) or an MMAction2 file {WEIGHT_SUFFIXES}')
-    config = read_trainer_config(workdir)
+    config = layout.read_config(workdir)
     model_config = config.model
     step_dir, why = select_step_directory(path)
     variables = restore_train_state_variables(step_dir, model_config)
@@ -334,9 +276,8 @@ def random_bundle(model_config: Mapping[str, Any], protocol: ml_collections.Conf
   """
   model_config = ml_collections.ConfigDict(dict(model_config))
   model = create_model(model_config)
-  t = 8 * model_config.conv1_stride_t * model_config.pool1_stride_t
-  init = jax.jit(lambda key: model.init({'params': key}, jnp.zeros((1, t, 32, 32, 3))))
-  variables = init(jax.random.key(seed, impl='rbg'))
+  variables = jax.jit(functools.partial(init_variables, model_config))(
+      jax.random.key(seed, impl='rbg'))
   protocol = protocol if protocol is not None else default_protocol()
   check_protocol(protocol)
   names = list(label_names) if label_names is not None else None

@@ -11,7 +11,7 @@ from flax import linen as nn
 from cost_jax.models.head import I3DHead
 from cost_jax.models.resnet3d import ResNet3d
 
-COST_IMPLS = ('fold2d', 'conv3d')
+CONV_IMPLS = ('fold2d', 'conv3d')
 
 
 class Recognizer3D(nn.Module):
@@ -22,16 +22,12 @@ class Recognizer3D(nn.Module):
   def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
     return self.cls_head(self.backbone(clips, train), train)
 
-  def features(self, clips: jax.Array, train: bool = False) -> jax.Array:
-    """Backbone output (MMAction2's `extract_feat`)."""
-    return self.backbone(clips, train)
-
 
 def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
   """Builds the recognizer described by `config.model` (see configs/base.py)."""
   cfg = dict(model_config)
-  if cfg.get('cost_impl', 'fold2d') not in COST_IMPLS:
-    raise ValueError(f"model.cost_impl must be one of {COST_IMPLS}, got {cfg['cost_impl']!r}")
+  if cfg.get('conv_impl', 'fold2d') not in CONV_IMPLS:
+    raise ValueError(f"model.conv_impl must be one of {CONV_IMPLS}, got {cfg['conv_impl']!r}")
   dtype = jnp.dtype(cfg.get('dtype', 'float32'))
   backbone = ResNet3d(
       arch=cfg['arch'],
@@ -44,7 +40,7 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
       inflate=cfg['inflate'],
       spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
       temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
-      fold=cfg.get('cost_impl', 'fold2d') == 'fold2d',
+      fold=cfg.get('conv_impl', 'fold2d') == 'fold2d',
       bn_group_size=cfg.get('bn_group_size', 0),
       remat=cfg.get('remat', False),
       frozen_stages=cfg.get('frozen_stages', -1),

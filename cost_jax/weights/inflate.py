@@ -9,14 +9,14 @@ not fit) keeps the model's own initialisation. The 2D `fc` is ignored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cost_jax.models import create_model
+from cost_jax.models.variables import init_variables
 from cost_jax.weights import mmaction2
 from cost_jax.weights.torch_pickle import load_state_dict
 
@@ -74,10 +74,7 @@ def inflate_resnet2d(path: str, model_config: Mapping[str, Any], seed: int = 0,
                      return_report: bool = False):
   """Flax variables of `model_config`, initialised from the 2D ResNet checkpoint at `path`."""
   state_2d, _ = load_state_dict(path)
-  model = create_model(model_config)
-  t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
-  variables = jax.jit(lambda k: model.init({'params': k}, jnp.zeros((1, t, 16, 16, 3))))(
-      jax.random.key(seed))
+  variables = jax.jit(functools.partial(init_variables, model_config))(jax.random.key(seed))
   full = mmaction2.variables_to_state_dict(variables)
   backbone = {k[len('backbone.'):]: v for k, v in full.items() if k.startswith('backbone.')}
   inflated, report = inflate_state_dict(state_2d, backbone)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from configs import base as base_config
-from cost_jax.models import create_model
+from cost_jax.models.defaults import get_model_config
+from cost_jax.models.variables import abstract_variables
 from cost_jax.models.resnet3d import STAGE_BLOCKS, expand_inflate
 from cost_jax.weights import keymap
 from cost_jax.weights.torch_pickle import load_state_dict
@@ -99,7 +97,7 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
   # Temporal strides leave no trace in the weights: take them from the stored config, else from
   # the convention of the official configs (a temporal stem kernel comes with strides 2).
   default_stride_t = 2 if conv1_kernel[0] > 1 else 1
-  config = base_config.get_model_config(arch)
+  config = get_model_config(arch)
   config.update(dict(
       depth=depth,
       base_channels=int(stem.shape[0]),
@@ -130,15 +128,6 @@ def check_against(inferred: Mapping[str, Any], wanted: Mapping[str, Any], source
   if diffs:
     raise ArchitectureMismatchError(f'{source}: checkpoint does not match the given config:\n  '
                      + '\n  '.join(diffs))
-
-
-def abstract_variables(model_config: Mapping[str, Any]) -> dict[str, Any]:
-  """Shapes and dtypes of a model's {'params', 'batch_stats'}, without allocating them."""
-  model = create_model(model_config)
-  t = 8 * model_config['conv1_stride_t'] * model_config['pool1_stride_t']
-  clips = jax.ShapeDtypeStruct((1, t, 32, 32, 3), jnp.float32)
-  shapes = jax.eval_shape(lambda c: model.init({'params': jax.random.key(0)}, c), clips)
-  return {k: shapes[k] for k in ('params', 'batch_stats')}
 
 
 def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
@@ -199,7 +188,7 @@ def import_mmaction2(path: str, config=None, strict: bool = True, any_num_classe
 
   The architecture is inferred from the keys and shapes. When `config` (a full config or its
   `model` part) is given, the checkpoint must match it, and its run-time fields (bn_group_size,
-  cost_impl, dtype, ...) are kept; with `any_num_classes` the class count may differ and the
+  conv_impl, dtype, ...) are kept; with `any_num_classes` the class count may differ and the
   result has the checkpoint's (for fine-tuning, which then replaces the head).
   """
   state_dict, meta = load_state_dict(path)

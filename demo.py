@@ -1,7 +1,7 @@
 r"""`make demo`: CoST(b) against C2D on a dataset where only the order of frames tells classes
 apart, end to end on a CPU.
 
-  python -m cost_jax.demo --workdir demo_out
+  python demo.py --workdir demo_out       (from the repository root)
 
 1. `data_prep.synthetic` writes small mp4 videos (move right / left / down / up: each class is
    the time reversal of another) and converts them to TFRecords;
@@ -48,14 +48,14 @@ def prepare_data(workdir: str) -> str:
 def run_arch(arch: str, data_dir: str, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) and tests one model; returns its row of the results table."""
   import importlib
-  from cost_jax import train
+  from cost_jax import evaluate, train
   config = importlib.import_module(CONFIGS[arch]).get_config()
   config.data.data_dir = data_dir
   run_dir = os.path.join(workdir, arch)
   start = time.monotonic()
   summary = train.train_and_evaluate(config, run_dir)
   train_seconds = time.monotonic() - start
-  tested = train.test(config, run_dir)
+  tested = evaluate.run_test_protocol(config, run_dir)
   return {'arch': arch, 'val_top1': (summary['val'] or {}).get('top1'),
           'test_top1': tested['metrics']['top1'], 'test_top5': tested['metrics']['top5'],
           'test_mean_class_accuracy': tested['metrics']['mean_class_accuracy'],

@@ -1,0 +1,58 @@
+"""What every command line of the project shares: absl flags with underscores, each tool with its
+own flag registry, and one way of reporting a user's mistake (one line, exit status 2)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from absl import flags
+
+USER_ERROR_EXIT = 2
+
+
+class UsageError(Exception):
+  """A command line that cannot work (unknown flag, missing value, bad combination)."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Exceptions that report a user's mistake rather than a bug of ours."""
+  from cost_jax.config_checks import ConfigError
+  from cost_jax.weights.download import WeightsUnavailableError
+  from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
+  from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
+  return (UsageError, ConfigError, WeightsUnavailableError, ArchitectureMismatchError,
+          CheckpointMismatchError, CheckpointFormatError, UnsafeCheckpointError,
+          FileNotFoundError)
+
+
+def report(error: BaseException) -> int:
+  """Prints `error: ...` on stderr; returns the exit status of a user's mistake."""
+  print(f'error: {error}', file=sys.stderr)
+  return USER_ERROR_EXIT
+
+
+def parse(flag_values: flags.FlagValues, prog: str, argv: Sequence[str]) -> list[str]:
+  """Parses `argv` (without the program name) into `flag_values`, from their defaults; returns
+  the positional arguments. Bad flags raise UsageError."""
+  flag_values.unparse_flags()
+  try:
+    return flag_values([prog] + argv)[1:]
+  except flags.Error as e:
+    raise UsageError(f'{e} (see python -m {prog} --help)') from None
+
+
+def run(main: Callable[[list[str]], int], flag_values: flags.FlagValues, prog: str,
+        argv: Sequence[str] | None = None, *, doc: str = '',
+        errors: tuple[type[Exception], ...] | None = None) -> int:
+  """Parses the flags and calls `main(positional)`; `--help` prints `doc` and the flags; a
+  user's mistake (`errors`, default `user_errors()`) becomes one line on stderr, exit status 2."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if {'--help', '-h', '--helpfull'} & set(argv):
+    print(f'{doc.strip()}\n\nflags:\n{flag_values.get_help()}')
+    return 0
+  caught = errors or user_errors()
+  try:
+    return main(parse(flag_values, prog, argv))
+  except caught as e:
+    return report(e)
