@@ -48,6 +48,7 @@ def prepare_data(workdir: str) -> str:
 def run_arch(arch: str, data_dir: str, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) and tests one model; returns its row of the results table."""
   import importlib
+
   from cost_jax import evaluate, train
   config = importlib.import_module(CONFIGS[arch]).get_config()
   config.data.data_dir = data_dir

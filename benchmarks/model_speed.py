@@ -1,7 +1,7 @@
 """Model speed on this machine: forward and train-step clips/s, compile time, FLOPs, % of peak.
 
   python benchmarks/model_speed.py [--archs c2d,i3d,costa,costb] [--batch 2] [--frames 8]
-                                   [--size 224] [--repeats 3] [--json benchmarks/results/model_speed.json]
+      [--size 224] [--repeats 3] [--json benchmarks/results/model_speed.json]
 
 Every row is measured in the same run as the fp32 matmul peak it is compared with. The CoST
 architectures are timed in both formulations (views as folded 2D convolutions vs three 3D
@@ -131,9 +131,10 @@ def main() -> None:
   for arch in ('costa', 'costb'):
     pair = {r['impl']: r for r in rows if r['arch'] == arch}
     if {'fold2d', 'conv3d'} <= pair.keys():
+      fold, plain = pair['fold2d'], pair['conv3d']
       print(f"{arch}: fold2d / conv3d speed-up: forward "
-            f"{pair['fold2d']['forward_clips_per_s'] / pair['conv3d']['forward_clips_per_s']:.2f}x,"
-            f" train {pair['fold2d']['train_clips_per_s'] / pair['conv3d']['train_clips_per_s']:.2f}x")
+            f"{fold['forward_clips_per_s'] / plain['forward_clips_per_s']:.2f}x, "
+            f"train {fold['train_clips_per_s'] / plain['train_clips_per_s']:.2f}x")
   os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
   with open(args.json, 'w') as f:
     json.dump(dict(matmul_peak_gflops=peak, device=jax.devices()[0].device_kind, rows=rows), f,

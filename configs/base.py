@@ -7,8 +7,14 @@ plain data; `cost_jax` reads it, nothing here runs code.
 import ml_collections
 
 from cost_jax.inference.protocol import OFFICIAL_PROTOCOL
-from cost_jax.models.defaults import (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, INFLATE_R50,
-                                      INFLATE_R101, NO_INFLATE_R50, get_model_config)
+from cost_jax.models.defaults import (
+  IMAGENET_MEAN_RGB,
+  IMAGENET_STD_RGB,
+  INFLATE_R50,
+  INFLATE_R101,
+  NO_INFLATE_R50,
+  get_model_config,
+)
 
 __all__ = ['IMAGENET_MEAN_RGB', 'IMAGENET_STD_RGB', 'INFLATE_R50', 'INFLATE_R101',
            'NO_INFLATE_R50', 'get_config', 'get_model_config']

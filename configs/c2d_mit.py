@@ -6,8 +6,7 @@ the official config does.
 Official result (10 clips x 3 crops, top-1 / top-5): 30.17 / 56.75
 """
 
-from configs import c2d_k400
-from configs import mit_data
+from configs import c2d_k400, mit_data
 
 
 def get_config():

@@ -6,8 +6,7 @@ files, but no training config and no accuracy for it. This one is the R50 Kineti
 with that backbone, so no official number can be quoted for it.
 """
 
-from configs import base
-from configs import costb_k400
+from configs import base, costb_k400
 
 
 def get_config():

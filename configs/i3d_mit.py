@@ -6,8 +6,7 @@ the official config does.
 Official result (10 clips x 3 crops, top-1 / top-5): 31.04 / 58.28
 """
 
-from configs import i3d_k400
-from configs import mit_data
+from configs import i3d_k400, mit_data
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""What Moments in Time changes in a Kinetics-400 config: classes, data and the 48-epoch schedule."""
+"""What Moments in Time changes in a Kinetics-400 config: classes, data, the 48-epoch schedule."""
 
 import ml_collections
 

@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
-import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 STATE = 'state'

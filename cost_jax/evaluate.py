@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cost_jax import config_checks, metrics as metrics_lib, sharding, steps
+from cost_jax import config_checks, sharding, steps
+from cost_jax import metrics as metrics_lib
 from cost_jax import workdir as layout
 from cost_jax.data import input_pipeline, schema
 from cost_jax.inference import loading

@@ -89,6 +89,7 @@ def _run(argv) -> None:
   initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          os.environ)
   import jax
+
   from cost_jax import evaluate, train
   logging.info('JAX process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),

@@ -22,9 +22,8 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from cost_jax import checkpointing, config_checks, evaluate, init_weights, optim, sharding
+from cost_jax import checkpointing, config_checks, evaluate, init_weights, optim, sharding, steps
 from cost_jax import metrics as metrics_lib
-from cost_jax import steps
 from cost_jax import workdir as layout
 from cost_jax.data import input_pipeline
 from cost_jax.models import create_model

@@ -62,7 +62,8 @@ def test_mmaction2_checkpoint_with_other_classes_keeps_backbone_and_replaces_hea
         config, init_weights.InitSource('mmaction2', path))
   _assert_backbone_kept(variables, reference)
   _assert_fresh_head(variables['params']['cls_head']['fc_cls'], 7)
-  assert 'kept the backbone' in caplog.text and 'for 7 classes (the checkpoint has 10)' in caplog.text
+  assert 'kept the backbone' in caplog.text
+  assert 'for 7 classes (the checkpoint has 10)' in caplog.text
   # The same class count keeps the head as it is.
   same = init_weights.initial_variables(_fixture_config(num_classes=10),
                                         init_weights.InitSource('mmaction2', path))

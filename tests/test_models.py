@@ -90,7 +90,8 @@ def test_full_size_parameter_counts_and_shapes(arch):
   assert round(count_params(variables['params']) / 1e6, 2) == EXPECTED_MILLIONS[arch]
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (2, 400)
-  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
+  feat = jax.eval_shape(
+      lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
   assert feat.shape == (2, 4, 7, 7, 2048)
 
 
@@ -103,7 +104,8 @@ def test_config_variants_build_at_full_size(config_name, frames, feat_t):
   model = create_model(config.model)
   clips = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
-  feat = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
+  feat = jax.eval_shape(
+      lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
   assert feat.shape == (1, feat_t, 7, 7, 2048)
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (1, config.model.num_classes)
@@ -140,7 +142,10 @@ def test_fold2d_and_conv3d_have_equal_gradients(layer):
   target = jax.random.normal(jax.random.key(2), layer.apply(variables, x).shape)
   grads = {}
   for fold in (True, False):
-    loss = lambda v, x, m=layer.clone(fold=fold): jnp.sum(m.apply(v, x) * target)
+    module = layer.clone(fold=fold)
+
+    def loss(v, x, module=module):
+      return jnp.sum(module.apply(v, x) * target)
     grads[fold] = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree_util.tree_leaves(grads[True]), jax.tree_util.tree_leaves(grads[False])):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

@@ -145,7 +145,7 @@ def _trainer_workdir(root, config, variables, steps):
   tx = optax.sgd(0.1, momentum=0.9)
   manager = checkpointing.create_manager(os.path.join(workdir, 'checkpoints'), keep=5)
   for step, scale in steps:
-    params = jax.tree.map(lambda x: np.asarray(x) * scale, variables['params'])
+    params = jax.tree.map(lambda x, scale=scale: np.asarray(x) * scale, variables['params'])
     state = TrainState(step=np.int32(step), params=params, batch_stats=variables['batch_stats'],
                        opt_state=tx.init(params), rng=np.zeros(2, np.uint32))
     checkpointing.save(manager, state, {'step': step})
@@ -197,7 +197,8 @@ def test_loading_errors_name_the_problem(tmp_path, saved_dir):
     loading.load_bundle(saved_dir, protocol_overrides={'clip_length': 4})
   empty = tmp_path / 'empty_run'
   (empty / 'checkpoints').mkdir(parents=True)
-  (empty / 'config.json').write_text(train_testlib.tiny_config('unused', arch='costb').to_json_best_effort())
+  tiny = train_testlib.tiny_config('unused', arch='costb')
+  (empty / 'config.json').write_text(tiny.to_json_best_effort())
   with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
     loading.load_bundle(str(empty))
   (empty / 'config.json').write_text('{"model": {}}')

@@ -10,7 +10,6 @@ from cost_jax.data import sampling
 from tests import fixtures
 
 
-
 @functools.lru_cache(maxsize=None)
 def _tf_sampler(clip_len, frame_interval, num_clips, test_mode):
   @tf.function(input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.float64)])

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from cost_jax.weights import torch_pickle
-from cost_jax.weights.torch_pickle import CheckpointFormatError
-from cost_jax.weights.torch_pickle import UnsafeCheckpointError
-from cost_jax.weights.torch_pickle import load_state_dict
-from cost_jax.weights.torch_pickle import load_torch_checkpoint
+from cost_jax.weights.torch_pickle import (
+  CheckpointFormatError,
+  UnsafeCheckpointError,
+  load_state_dict,
+  load_torch_checkpoint,
+)
 from tests import fixtures
 
 FIXTURES = fixtures.FIXTURES

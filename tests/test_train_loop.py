@@ -58,7 +58,8 @@ def test_test_protocol_scores_every_video_once(trained):
   with open(os.path.join(workdir, 'test_val_summary.json')) as f:
     assert json.load(f)['metrics'] == pytest.approx(summary['metrics'])
   # The same checkpoint, given explicitly as one step's directory, gives the same scores.
-  again = evaluate.run_test_protocol(config, workdir, os.path.join(workdir, 'checkpoints', str(best['step'])))
+  best_dir = os.path.join(workdir, 'checkpoints', str(best['step']))
+  again = evaluate.run_test_protocol(config, workdir, best_dir)
   assert again['metrics'] == pytest.approx(summary['metrics'])
   assert again['reason'] == 'the step given'
 

@@ -55,7 +55,7 @@ def test_three_crop_boxes_and_order_match_mmaction2(pipeline):
   for case in pipeline["three_crop_256"]["cases"]:
     h, w = case["in_hw"]
     offsets = transforms.three_crop_offsets(h, w, 256).numpy()
-    boxes = [[int(l), int(t), int(l) + 256, int(t) + 256] for t, l in offsets]
+    boxes = [[int(left), int(top), int(left) + 256, int(top) + 256] for top, left in offsets]
     assert boxes == case["crop_bboxes_xyxy"], case
     frames = _frames(h, w, n=case["n_frames"])
     crops = transforms.three_crop(frames, 256).numpy()

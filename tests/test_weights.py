@@ -1,7 +1,6 @@
 """MMAction2 checkpoint import, strict checking, inflation of 2D ResNets, and the import CLI."""
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,8 +10,12 @@ import pytest
 from flax import traverse_util
 
 from configs import base
-from cost_jax.weights import (CheckpointMismatchError, import_mmaction2, inflate_resnet2d,
-                              variables_to_state_dict)
+from cost_jax.weights import (
+  CheckpointMismatchError,
+  import_mmaction2,
+  inflate_resnet2d,
+  variables_to_state_dict,
+)
 from cost_jax.weights.mmaction2 import infer_model_config
 from cost_jax.weights.saved import load_model
 from tests import fixtures

@@ -31,10 +31,9 @@ from cost_jax import workdir as layout
 from cost_jax.data import transforms
 from cost_jax.inference.protocol import check_protocol, default_protocol
 from cost_jax.models import Recognizer3D, create_model
-from cost_jax.weights import saved
 from cost_jax.models.variables import abstract_variables, init_variables
-from cost_jax.weights.mmaction2 import (infer_model_config,
-                                        meta_config_int, state_dict_to_variables)
+from cost_jax.weights import saved
+from cost_jax.weights.mmaction2 import infer_model_config, meta_config_int, state_dict_to_variables
 from cost_jax.weights.torch_pickle import load_state_dict
 
 LABEL_FILES = ('label_map.txt', 'labels.txt', 'classes.txt')

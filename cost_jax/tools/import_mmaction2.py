@@ -1,6 +1,7 @@
 """Import an MMAction2/CoST checkpoint (.pth or .npz) as a cost_jax model directory.
 
-  python -m cost_jax.tools.import_mmaction2 CHECKPOINT.pth --output DIR [--config configs/costb_k400.py]
+  python -m cost_jax.tools.import_mmaction2 CHECKPOINT.pth --output DIR \
+      [--config configs/costb_k400.py]
 
 Prints the detected architecture; with --config the checkpoint must match that config.
 """

@@ -10,8 +10,8 @@ import numpy as np
 from flax import traverse_util
 
 from cost_jax.models.defaults import get_model_config
-from cost_jax.models.variables import abstract_variables
 from cost_jax.models.resnet3d import STAGE_BLOCKS, expand_inflate
+from cost_jax.models.variables import abstract_variables
 from cost_jax.weights import keymap
 from cost_jax.weights.torch_pickle import load_state_dict
 
@@ -111,7 +111,7 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
 
 def check_against(inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str,
                   ignore: tuple[str, ...] = ()) -> None:
-  """Raises ArchitectureMismatchError listing each architecture field (`ARCH_FIELDS`) that differs."""
+  """Raises ArchitectureMismatchError listing each field of `ARCH_FIELDS` that differs."""
   diffs = []
   for field in (f for f in ARCH_FIELDS if f not in ignore):
     got, want = inferred[field], wanted[field]

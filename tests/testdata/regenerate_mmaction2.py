@@ -111,9 +111,9 @@ def import_stack(cost_repo: str) -> dict[str, str]:
   """
   _install_torchvision_stand_in()
   sys.path.insert(0, os.path.abspath(cost_repo))
+  import cost  # registers ResNet3dCoST, CoSTa and CoSTb
   import mmaction
   import mmcv
-  import cost  # registers ResNet3dCoST, CoSTa and CoSTb
   if not os.path.abspath(cost.__file__).startswith(os.path.abspath(cost_repo)):
     raise SystemExit(f'imported cost from {cost.__file__}, not from {cost_repo}')
   if (mmcv.__version__, mmaction.__version__) != ('1.6.1', '0.24.1'):
