@@ -49,15 +49,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.test_average = 'prob'   # prob (official) | score
   config.grad_accum_steps = 1
 
+  # torch.optim.SGD with momentum and epoch-wise step decay: the official recipe's only choice.
   config.optimizer = ml_collections.ConfigDict(dict(
-      name='sgd',
       base_lr=0.01,              # for base_batch_size; scaled linearly with the global batch
       base_batch_size=64,
       momentum=0.9,
       nesterov=False,
       weight_decay=1e-4,         # added to the gradient of every parameter, as torch.optim.SGD
       grad_clip_norm=40.0,
-      lr_schedule='step',
       lr_decay_epochs=(80, 120),
       lr_decay_factor=0.1,
       warmup_epochs=0,

@@ -61,11 +61,6 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'model.dtype={config.model.dtype!r} is not one of {DTYPES}')
   if config.test_average not in VIEW_AVERAGES:
     raise ConfigError(f'test_average={config.test_average!r} is not one of {VIEW_AVERAGES}')
-  if config.optimizer.name != 'sgd':
-    raise ConfigError(f"optimizer.name={config.optimizer.name!r}: only 'sgd' is implemented")
-  if config.optimizer.lr_schedule != 'step':
-    raise ConfigError(f"optimizer.lr_schedule={config.optimizer.lr_schedule!r}: only 'step' "
-                      'is implemented')
   if list(config.optimizer.lr_decay_epochs) != sorted(config.optimizer.lr_decay_epochs):
     raise ConfigError(f'optimizer.lr_decay_epochs={config.optimizer.lr_decay_epochs} must be '
                       'increasing')

@@ -20,8 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-SCHEDULES = ('step',)
-
 
 def scaled_learning_rate(opt_config: ml_collections.ConfigDict, global_batch_size: int) -> float:
   """The linear scaling rule: base_lr for base_batch_size clips, proportionally otherwise."""
@@ -32,9 +30,6 @@ def create_learning_rate_schedule(opt_config: ml_collections.ConfigDict, *,
                                   global_batch_size: int,
                                   steps_per_epoch: int) -> optax.Schedule:
   """Learning rate as a function of the optimiser step (0-based, as optax counts)."""
-  if opt_config.lr_schedule not in SCHEDULES:
-    raise ValueError(f'config.optimizer.lr_schedule={opt_config.lr_schedule!r} is not one of '
-                     f'{SCHEDULES}')
   if steps_per_epoch < 1:
     raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
   peak = scaled_learning_rate(opt_config, global_batch_size)
@@ -98,8 +93,6 @@ def create_optimizer(opt_config: ml_collections.ConfigDict,
   scaled by `optimizer.backbone_lr_mult`. Clipping stays global over all parameters, as mmcv
   clips every gradient together (frozen gradients are exactly zero: the model stops them).
   """
-  if opt_config.name != 'sgd':
-    raise ValueError(f"config.optimizer.name={opt_config.name!r}: only 'sgd' is implemented")
   clip = [optax.clip_by_global_norm(opt_config.grad_clip_norm)] if opt_config.grad_clip_norm else []
   step = _torch_sgd(opt_config, learning_rate)
   lr_mult = float(opt_config.get('backbone_lr_mult', 1.0))

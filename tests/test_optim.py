@@ -80,10 +80,3 @@ def test_sgd_matches_torch_order_clip_then_decay_then_momentum():
     q = optax.apply_updates(q, updates)
   assert np.abs(np.asarray(q['w']) - expected['w']).max() > 1e-3
 
-
-def test_unknown_choices_are_rejected_by_name():
-  with pytest.raises(ValueError, match='lr_schedule'):
-    optim.create_learning_rate_schedule(_opt_config(lr_schedule='cosine'), global_batch_size=8,
-                                        steps_per_epoch=1)
-  with pytest.raises(ValueError, match='only .sgd.'):
-    optim.create_optimizer(_opt_config(name='adam'), 0.1)
