@@ -2,10 +2,10 @@
 
 1. Convert the train and val lists (MMAction2 format: `path/to/video.mp4 LABEL` per line):
 
-     python -m data_prep.build --list train_list.txt --video-root videos/ \
-         --output data/custom/tfrecords --split train --labels labels.txt
-     python -m data_prep.build --list val_list.txt --video-root videos/ \
-         --output data/custom/tfrecords --split val --labels labels.txt
+     python -m data_prep.build --list=train_list.txt --video_root=videos/ \
+         --output=data/custom/tfrecords --split=train --labels=labels.txt
+     python -m data_prep.build --list=val_list.txt --video_root=videos/ \
+         --output=data/custom/tfrecords --split=val --labels=labels.txt
 
 2. Train from a Kinetics-400 checkpoint (an MMAction2 / CoST .pth, a URL to one, or a cost_jax
    workdir via --config.init.checkpoint); its 400-class head is replaced by one for your classes:

@@ -167,7 +167,7 @@ def val_batches(bundle: loading.ModelBundle, data_dir: str, split: str, batch_si
 
   def batches():
     seen = 0
-    for batch in dataset.take(num_batches).as_numpy_iterator():
+    for batch in input_pipeline.numpy_batches(dataset.take(num_batches)):
       if max_videos and seen >= max_videos:
         return
       if max_videos:

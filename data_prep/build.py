@@ -1,21 +1,26 @@
-"""MMAction2 video list file -> TFRecords for one split.
+"""MMAction2 video list file -> one split of a TFDS dataset directory.
 
-  python -m data_prep.build --list train_list.txt --video-root videos/ --output out/ \\
-      --split train [--labels labels.txt]
+  python -m data_prep.build --list=train_list.txt --video_root=videos/ --output=out/ \\
+      --split=train [--labels=labels.txt] [--image_format=png --short_side=0]
 
 Each list line is `relative/path.mp4 LABEL` (LABEL an int, as MMAction2's `VideoDataset` reads
 it). Class names come from `--labels` (one per line, line i = class i); without it they are the
-indices as text, `--num-classes` of them (default: the largest label + 1).
+indices as text, `--num_classes` of them (default: the largest label + 1). Convert the other
+splits into the same --output with the same class names.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
 
-from data_prep import convert
+from absl import flags
+
+from cost_jax.data import labels
+from data_prep import cli, convert
+
+DEFAULT_NAME = "videos"
 
 
 def read_list_file(list_file: str, video_root: str) -> list[convert.Entry]:
@@ -46,26 +51,36 @@ def index_label_map(entries: Sequence[convert.Entry], num_classes: int = 0) -> l
   return [str(i) for i in range(count)]
 
 
+def _define_flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  flags.DEFINE_string("list", None, "MMAction2 list file: 'path label' lines.", flag_values=fv,
+                      required=True)
+  flags.DEFINE_string("video_root", "", "Directory the list's paths are relative to.",
+                      flag_values=fv)
+  flags.DEFINE_string("split", None, "Split name, e.g. train or val (letters, digits, '_').",
+                      flag_values=fv, required=True)
+  flags.DEFINE_string("labels", "", "Class names, one per line (line i = class i).",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_classes", 0, "Without --labels: number of classes (0 = largest "
+                       "label + 1).", flag_values=fv)
+  cli.define_conversion_flags(fv, DEFAULT_NAME)
+  return fv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--list", required=True, help="MMAction2 list file: 'path label' lines")
-  parser.add_argument("--video-root", default="", help="directory the list's paths are under")
-  parser.add_argument("--split", required=True, help="split name, e.g. train or val")
-  parser.add_argument("--labels", default="", help="class names, one per line")
-  parser.add_argument("--num-classes", type=int, default=0,
-                      help="without --labels: number of classes (0 = largest label + 1)")
-  convert.add_flags(parser)
-  args = parser.parse_args(argv)
-  options = convert.options_from_args(args)
+  """Runs the command line `argv` (without the program name); returns the exit status."""
+  fv = _define_flags()
 
-  def make_jobs():
-    entries = read_list_file(args.list, args.video_root)
-    label_map = (convert.read_label_map(args.labels) if args.labels
-                 else index_label_map(entries, args.num_classes))
-    return {args.split: entries}, label_map
+  def run(positional: list[str]) -> int:
+    cli.no_arguments(positional)
+    options = cli.conversion_options(fv)
+    entries = read_list_file(fv.list, fv.video_root)
+    label_map = (labels.read_label_names(fv.labels) if fv.labels
+                 else index_label_map(entries, fv.num_classes))
+    return convert.report(convert.convert_splits({fv.split: entries}, fv.output, label_map,
+                                                 options, fv.name))
 
-  return convert.run_cli(make_jobs, args.output, options)
+  return cli.run(run, fv, "data_prep.build", argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The shared core of data_prep: a list of videos -> sharded TFRecords + manifest for one split.
+"""The shared core of data_prep: a list of videos -> one split of a TFDS dataset directory.
 
 Importable API (used by the source front-ends, the synthetic demo and benchmarks)::
 
@@ -8,16 +8,19 @@ Importable API (used by the source front-ends, the synthetic demo and benchmarks
       output_dir="out", split="train", label_map=["cls0", "cls1", "cls2", "cls3"],
       options=convert.ConvertOptions(short_side=320, workers=8))
 
-writes, under `output_dir` (file names from `cost_jax.data.schema`):
+writes, under `output_dir` (file names and format from `cost_jax.data.schema`):
 
-* `{split}-{i:05d}-of-{n:05d}.tfrecord`: one `tf.train.SequenceExample` per video (schema.py);
-  video k of `entries` goes to shard `k % n` (deterministic, sizes differ by at most one);
-* `{split}.manifest.json` (`schema.MANIFEST_KEYS` plus `num_videos`, `num_truncated`, `skipped`);
-* `{split}.skipped.csv` (columns path, reason): videos left out, and truncated videos kept in part;
-* `label_map.txt`: line i = name of class i (must agree with what is already there);
+* `{split}-{i:05d}-of-{n:05d}.tfrecord`: one `tf.train.Example` per video. Videos go to shards in
+  a random order drawn from `options.shuffle_seed` (then round-robin, so shard sizes differ by at
+  most one): however the input is sorted, every shard holds a random mix of classes;
+* `dataset_info.json`, `features.json`, `label.labels.txt`: TFDS's metadata for every split in
+  the directory, so that `tfds.builder_from_directory(output_dir)` loads it;
+* `{split}.manifest.json` (`schema.MANIFEST_KEYS`: options, and per shard its size and SHA-256),
+  `{split}.skipped.csv` (path, reason, kept: videos left out, and every truncated video),
+  `{split}.index.csv` (where each converted video is), `label_map.txt`;
 * `.done/{shard}.json`: a record per finished shard. Re-running the same call keeps shards whose
-  record matches their inputs and options, and redoes the others (writes are atomic: temporary
-  file, then rename), so an interrupted run resumes without duplicating anything.
+  record matches their inputs, options and size, and redoes the others (writes are atomic:
+  temporary file, then rename), so an interrupted run resumes without duplicating anything.
 
 `convert_splits({"train": ..., "val": ...}, output_dir, label_map, options)` does several splits
 with one pool of workers. Bad videos never stop the run: each one is listed in skipped.csv with
@@ -26,7 +29,6 @@ its reason.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import csv
 import dataclasses
@@ -39,18 +41,20 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TextIO
 
-import tqdm
+import numpy as np
 
-from cost_jax.data import schema
-from data_prep import video_decode
+from cost_jax.data import integrity, labels, schema, video_decode
+from data_prep import dataset_writer, encode_video
+from data_prep import progress as progress_lib
 
 DONE_DIR = ".done"
+TRUNCATED_POLICIES = ("drop", "keep")
 
 
 class Entry(NamedTuple):
-  """One video to convert. `name` is stored as `video/filename` (default: the path's basename)."""
+  """One video to convert. `name` is stored as its `video_id` (default: the path's basename)."""
   path: str
   label: int
   name: str = ""
@@ -60,25 +64,37 @@ class Entry(NamedTuple):
 class ConvertOptions:
   """How videos are converted. Fields that change the output are recorded in the manifest."""
   short_side: int = 320      # stored frames' short side in px; 0 keeps the decoded size
+  image_format: str = "jpeg"  # "jpeg", or "png" (lossless)
   jpeg_quality: int = 90
+  truncated: str = "drop"    # videos with missing frames: "drop" (as the official loader) or
+                             # "keep" (their decodable frames); listed in skipped.csv either way
+  shuffle_seed: int = 0      # seed of the order in which videos are dealt to shards
   num_shards: int = 0        # 0: default_num_shards(len(entries))
   workers: int = 0           # parallel processes (one shard per task); 0: os.cpu_count()
   min_side: int = video_decode.MIN_SIDE
   max_side: int = video_decode.MAX_SIDE
-  progress: bool = True      # tqdm bar with videos/s and ETA on stderr
+  progress: bool = True      # a bar on a terminal, else a log line every minute (stderr)
 
   def __post_init__(self):
-    checks = {"short_side": self.short_side >= 0, "jpeg_quality": 1 <= self.jpeg_quality <= 100,
-              "num_shards": self.num_shards >= 0, "workers": self.workers >= 0,
-              "min_side": 1 <= self.min_side <= self.max_side}
-    for key, ok in checks.items():
+    checks = {"short_side": (self.short_side >= 0, ">= 0"),
+              "image_format": (self.image_format in schema.IMAGE_FORMATS,
+                               f"one of {schema.IMAGE_FORMATS}"),
+              "jpeg_quality": (1 <= self.jpeg_quality <= 100, "in 1..100"),
+              "truncated": (self.truncated in TRUNCATED_POLICIES,
+                            f"one of {TRUNCATED_POLICIES}"),
+              "num_shards": (self.num_shards >= 0, ">= 0"),
+              "workers": (self.workers >= 0, ">= 0"),
+              "min_side": (1 <= self.min_side <= self.max_side, "in 1..max_side")}
+    for key, (ok, allowed) in checks.items():
       if not ok:
-        raise ValueError(f"ConvertOptions.{key}={getattr(self, key)!r} is out of range")
+        raise ValueError(f"{key}={getattr(self, key)!r} is invalid: must be {allowed}")
 
-  def output_options(self) -> dict[str, int]:
+  def output_options(self) -> dict[str, Any]:
     """The options that change what is written (kept in the manifest and shard records)."""
-    return {"short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
-            "min_side": self.min_side, "max_side": self.max_side}
+    return {"short_side": self.short_side, "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality, "truncated": self.truncated,
+            "shuffle_seed": self.shuffle_seed, "min_side": self.min_side,
+            "max_side": self.max_side}
 
 
 def default_num_shards(num_videos: int) -> int:
@@ -86,40 +102,25 @@ def default_num_shards(num_videos: int) -> int:
   return max(1, min(1024, num_videos // 8))
 
 
-def shard_entries(entries: Sequence[Entry], num_shards: int) -> list[list[Entry]]:
-  """Deterministic round-robin assignment: entry k goes to shard k % num_shards."""
-  return [list(entries[i::num_shards]) for i in range(num_shards)]
+def shuffled_order(num_entries: int, seed: int) -> list[int]:
+  """The order in which entries are dealt to shards: a permutation drawn from `seed`."""
+  return np.random.default_rng(seed).permutation(num_entries).tolist()
 
 
-def read_label_map(path: str) -> list[str]:
-  """Reads class names, one per line (line i = class i); blank lines are errors."""
-  with open(path, encoding="utf-8") as f:
-    names = [line.rstrip("\r\n") for line in f]
-  while names and not names[-1].strip():
-    names.pop()
-  check_label_map(names, path)
-  return names
-
-
-def check_label_map(label_map: Sequence[str], where: str = "label_map") -> None:
-  """Raises ValueError if names are empty, blank, repeated or contain a newline."""
-  if not label_map:
-    raise ValueError(f"{where}: the label map is empty")
-  seen = {}
-  for i, name in enumerate(label_map):
-    if not isinstance(name, str) or not name.strip() or "\n" in name or "\r" in name:
-      raise ValueError(f"{where}: class {i} has an invalid name {name!r}")
-    if name in seen:
-      raise ValueError(f"{where}: class name {name!r} is used by classes {seen[name]} and {i}")
-    seen[name] = i
+def shard_entries(entries: Sequence[Entry], num_shards: int,
+                  seed: int | None = 0) -> list[list[tuple[int, Entry]]]:
+  """(input position, entry) per shard: the entries in `shuffled_order(seed)` (input order when
+  `seed` is None), dealt round-robin, so shard sizes differ by at most one."""
+  order = list(range(len(entries))) if seed is None else shuffled_order(len(entries), seed)
+  return [[(k, entries[k]) for k in order[i::num_shards]] for i in range(num_shards)]
 
 
 def write_label_map(output_dir: str, label_map: Sequence[str]) -> str:
   """Writes `label_map.txt`, or checks that the one already there is the same."""
-  check_label_map(label_map)
+  labels.check_label_names(label_map, "label map")
   path = schema.label_map_path(output_dir)
   if os.path.exists(path):
-    existing = read_label_map(path)
+    existing = labels.read_label_names(path)
     if existing != list(label_map):
       diff = next((i for i, (a, b) in enumerate(zip(existing, label_map)) if a != b),
                   min(len(existing), len(label_map)))
@@ -135,34 +136,13 @@ def write_label_map(output_dir: str, label_map: Sequence[str]) -> str:
   return path
 
 
-def make_example(video: video_decode.DecodedVideo, label: int, label_text: str,
-                 filename: str) -> Any:
-  """The `tf.train.SequenceExample` of one decoded video (keys from `schema`)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; workers only)
-  example = tf.train.SequenceExample()
-  ctx = example.context.feature
-  ints = {schema.LABEL_INDEX_KEY: label, schema.NUM_FRAMES_KEY: video.num_frames,
-          schema.HEIGHT_KEY: video.height, schema.WIDTH_KEY: video.width,
-          schema.ORIGINAL_HEIGHT_KEY: video.original_height,
-          schema.ORIGINAL_WIDTH_KEY: video.original_width}
-  for key, value in ints.items():
-    ctx[key].int64_list.value.append(value)
-  ctx[schema.FPS_KEY].float_list.value.append(video.fps)
-  ctx[schema.LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode("utf-8"))
-  ctx[schema.FILENAME_KEY].bytes_list.value.append(filename.encode("utf-8"))
-  frames = example.feature_lists.feature_list[schema.FRAMES_KEY]
-  for jpeg in video.jpeg_frames:
-    frames.feature.add().bytes_list.value.append(jpeg)
-  return example
-
-
 @dataclasses.dataclass(frozen=True)
 class _ShardTask:
   output_dir: str
   split: str
   index: int
   num_shards: int
-  entries: tuple[Entry, ...]
+  entries: tuple[tuple[int, Entry], ...]   # (position in the input list, entry)
   label_map: tuple[str, ...]
   options: ConvertOptions
 
@@ -175,9 +155,15 @@ class _ShardTask:
     return os.path.join(self.output_dir, DONE_DIR, f"{self.file}.json")
 
   def fingerprint(self) -> str:
-    blob = json.dumps([schema.SCHEMA_VERSION, self.file, [list(e) for e in self.entries],
+    blob = json.dumps([schema.SCHEMA_VERSION, self.file,
+                       [[k, *entry] for k, entry in self.entries],
                        schema.label_map_sha256(self.label_map), self.options.output_options()])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def done_record_path(output_dir: str, shard_file: str) -> str:
+  """Where the `.done` record of a finished shard is (delete it to have the shard redone)."""
+  return os.path.join(output_dir, DONE_DIR, f"{shard_file}.json")
 
 
 def _finished_record(task: _ShardTask) -> dict[str, Any] | None:
@@ -188,46 +174,53 @@ def _finished_record(task: _ShardTask) -> dict[str, Any] | None:
     size = os.path.getsize(os.path.join(task.output_dir, task.file))
   except (OSError, ValueError):
     return None
-  if record.get("fingerprint") != task.fingerprint() or record.get("bytes") != size:
+  if record.get("fingerprint") != task.fingerprint() or record.get("num_bytes") != size:
     return None
   return record
 
 
-def _convert_one(entry: Entry, label_map: Sequence[str], options: ConvertOptions) -> Any:
+def _encode_one(entry: Entry, label_map: Sequence[str],
+                options: ConvertOptions) -> encode_video.EncodedVideo:
   if not 0 <= entry.label < len(label_map):
     raise video_decode.BadVideoError(
         f"label {entry.label} is not in the label map (0..{len(label_map) - 1})")
-  return video_decode.decode_video(entry.path, options.short_side, options.jpeg_quality,
-                                   options.min_side, options.max_side)
+  return encode_video.encode_video(entry.path, options.short_side, options.image_format,
+                                   options.jpeg_quality, options.min_side, options.max_side)
 
 
 def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str, Any]:
   """Writes one shard atomically, then its `.done` record; returns that record."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; workers only)
+  serializer = dataset_writer.ExampleSerializer(task.label_map, task.options.image_format)
   path = os.path.join(task.output_dir, task.file)
   tmp = f"{path}.tmp-{os.getpid()}"
-  count, skipped, truncated = 0, [], 0
+  problems, videos = [], []   # problems: [input position, path, reason, kept]
   with tf.io.TFRecordWriter(tmp) as writer:
-    for position, entry in enumerate(task.entries):
+    for list_index, entry in task.entries:
       try:
-        video = _convert_one(entry, task.label_map, task.options)
+        video = _encode_one(entry, task.label_map, task.options)
       except video_decode.BadVideoError as e:
-        skipped.append([position, entry.path, str(e), False])
+        problems.append([list_index, entry.path, str(e), False])
       except Exception as e:  # pylint: disable=broad-except  (bad input never stops the run)
-        skipped.append([position, entry.path, f"error: {type(e).__name__}: {e}", False])
+        problems.append([list_index, entry.path, f"error: {type(e).__name__}: {e}", False])
       else:
-        name = entry.name or os.path.basename(entry.path)
-        writer.write(make_example(video, entry.label, task.label_map[entry.label],
-                                  name).SerializeToString(deterministic=True))
-        count += 1
+        keep = not video.problem or task.options.truncated == "keep"
         if video.problem:
-          truncated += 1
-          skipped.append([position, entry.path, video.problem, True])
+          action = "kept" if keep else "dropped (--truncated=drop)"
+          problems.append([list_index, entry.path, f"{video.problem}; {action}", keep])
+        if keep:
+          name = entry.name or os.path.basename(entry.path)
+          writer.write(serializer.serialize(
+              video.frames, label=entry.label, video_id=name, fps=video.fps,
+              height=video.height, width=video.width, original_height=video.original_height,
+              original_width=video.original_width))
+          videos.append([len(videos), name, entry.label, video.num_frames, entry.path])
       progress(1)
   os.replace(tmp, path)
-  record = {"file": task.file, "num_examples": count, "num_truncated": truncated,
-            "skipped": skipped, "bytes": os.path.getsize(path),
-            "fingerprint": task.fingerprint()}
+  record = {"file": task.file, "num_examples": len(videos),
+            "num_truncated": sum(1 for p in problems if p[2].startswith("truncated")),
+            "skipped": problems, "videos": videos, "num_bytes": os.path.getsize(path),
+            "sha256": integrity.sha256_file(path), "fingerprint": task.fingerprint()}
   schema.write_json_atomic(task.record_path, record)
   return record
 
@@ -257,15 +250,16 @@ def _convert_shard_in_worker(task: _ShardTask) -> dict[str, Any]:
   return _convert_shard(task, _WORKER_QUEUE.put)
 
 
-def _run_parallel(tasks: list[_ShardTask], workers: int, bar: tqdm.tqdm) -> list[dict[str, Any]]:
-  """Runs shard tasks in `workers` spawned processes, feeding per-video progress to `bar`."""
+def _run_parallel(tasks: list[_ShardTask], workers: int,
+                  progress: progress_lib.Progress) -> list[dict[str, Any]]:
+  """Runs shard tasks in `workers` spawned processes, feeding per-video progress."""
   ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF threads
   progress_queue = ctx.Queue()
 
   def drain():
     while True:
       try:
-        bar.update(progress_queue.get_nowait())
+        progress.update(progress_queue.get_nowait())
       except queue_lib.Empty:
         return
 
@@ -282,7 +276,7 @@ def _run_parallel(tasks: list[_ShardTask], workers: int, bar: tqdm.tqdm) -> list
       except concurrent.futures.BrokenExecutor as e:
         raise RuntimeError(
             "a worker process died (a crash inside the decoder, or out of memory?); finished "
-            "shards are kept: re-run the same command to resume, with --workers 1 to see which "
+            "shards are kept: re-run the same command to resume, with --workers=1 to see which "
             "video it was") from e
   drain()
   return records
@@ -290,7 +284,7 @@ def _run_parallel(tasks: list[_ShardTask], workers: int, bar: tqdm.tqdm) -> list
 
 def _remove_stale_files(output_dir: str, split: str, keep: set[str]) -> None:
   """Deletes shards of `split` with another shard count and temporaries of killed runs."""
-  shard = rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.tfrecord"
+  shard = rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.{schema.FILE_FORMAT}"
   for directory, suffix in ((output_dir, ""), (os.path.join(output_dir, DONE_DIR), r"\.json")):
     pattern = re.compile(rf"^({shard}){suffix}(\.tmp-\d+)?$")
     for name in os.listdir(directory):
@@ -299,102 +293,142 @@ def _remove_stale_files(output_dir: str, split: str, keep: set[str]) -> None:
         os.remove(os.path.join(directory, name))
 
 
+def _check_other_splits(output_dir: str, splits: Iterable[str], options: ConvertOptions,
+                        name: str) -> None:
+  """The directory's other splits must share the dataset name and image format (TFDS has one
+  feature definition per dataset)."""
+  for manifest in dataset_writer.current_manifests(output_dir):
+    if manifest["split"] in splits:
+      continue
+    theirs = manifest["options"]["image_format"]
+    if theirs != options.image_format:
+      raise ValueError(f"{output_dir} holds split {manifest['split']!r} with frames stored as "
+                       f"{theirs}; use --image_format={theirs} or another output directory")
+    if manifest["name"] != name:
+      raise ValueError(f"{output_dir} holds split {manifest['split']!r} of dataset "
+                       f"{manifest['name']!r}; use --name={manifest['name']} or another "
+                       "output directory")
+
+
 EntryLike = Entry | tuple[str, int] | tuple[str, int, str]
 
 
 def convert_split(entries: Iterable[EntryLike], output_dir: str, split: str,
-                  label_map: Sequence[str],
-                  options: ConvertOptions = ConvertOptions()) -> dict[str, Any]:
+                  label_map: Sequence[str], options: ConvertOptions = ConvertOptions(),
+                  name: str = "") -> dict[str, Any]:
   """Converts `entries` (path, label index[, name]) to TFRecord shards of `split`; resumable.
 
-  Returns a summary: split, num_videos, num_examples, num_skipped (videos left out),
-  num_truncated (kept in part), num_shards, shards_reused, seconds, manifest, skipped_csv.
-  Raises ValueError for a bad split name, label map or options; bad videos are only listed.
-  With `options.workers` > 1, a calling script needs the `if __name__ == "__main__":` guard
-  (workers are spawned, not forked).
+  Returns a summary: split, name, num_videos, num_examples, num_skipped (videos left out),
+  num_truncated (dropped or kept in part), num_shards, shards_reused, seconds, manifest,
+  skipped_csv. Raises ValueError for a bad split name, label map or options; bad videos are
+  only listed. `name` is the TFDS dataset name (default: `dataset_writer.default_dataset_name`
+  with fallback "videos"). With `options.workers` > 1, a calling script needs the
+  `if __name__ == "__main__":` guard (workers are spawned, not forked).
   """
-  return convert_splits({split: entries}, output_dir, label_map, options)[0]
+  return convert_splits({split: entries}, output_dir, label_map, options, name)[0]
 
 
 def convert_splits(splits: Mapping[str, Iterable[EntryLike]], output_dir: str,
-                   label_map: Sequence[str],
-                   options: ConvertOptions = ConvertOptions()) -> list[dict[str, Any]]:
+                   label_map: Sequence[str], options: ConvertOptions = ConvertOptions(),
+                   name: str = "") -> list[dict[str, Any]]:
   """`convert_split` for several splits sharing one label map and one pool of workers."""
   start = time.time()
   label_map = tuple(label_map)
   for split in splits:
-    if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
-      raise ValueError(f"split name {split!r} must be letters, digits, '_' or '.'")
+    if not re.fullmatch(schema.SPLIT_NAME_PATTERN, split):
+      raise ValueError(f"split name {split!r} must be letters, digits or '_'")
+  name = dataset_writer.check_dataset_name(
+      name or dataset_writer.default_dataset_name(output_dir, "videos"))
   os.makedirs(os.path.join(output_dir, DONE_DIR), exist_ok=True)
   write_label_map(output_dir, label_map)
+  _check_other_splits(output_dir, splits, options, name)
   all_entries, tasks = {}, {}
   for split, entries in splits.items():
     all_entries[split] = [Entry(*e) for e in entries]
     num_shards = options.num_shards or default_num_shards(len(all_entries[split]))
     tasks[split] = [_ShardTask(output_dir, split, i, num_shards, tuple(shard), label_map, options)
-                    for i, shard in enumerate(shard_entries(all_entries[split], num_shards))]
+                    for i, shard in enumerate(shard_entries(all_entries[split], num_shards,
+                                                            options.shuffle_seed))]
     _remove_stale_files(output_dir, split, {t.file for t in tasks[split]})
 
   records = {t.file: _finished_record(t) for ts in tasks.values() for t in ts}
-  reused = {name for name, record in records.items() if record is not None}
+  reused = {file for file, record in records.items() if record is not None}
   todo = [t for ts in tasks.values() for t in ts if t.file not in reused]
   workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
   total = sum(map(len, all_entries.values()))
   initial = total - sum(len(t.entries) for t in todo)
-  with tqdm.tqdm(total=total, initial=initial, unit="video", desc=",".join(splits),
-                 disable=not options.progress, dynamic_ncols=True) as bar:
+  with progress_lib.Progress(total, initial, desc=",".join(splits),
+                             enabled=options.progress) as progress:
     if workers == 1:
-      new_records = [_convert_shard(t, bar.update) for t in todo]
+      new_records = [_convert_shard(t, progress.update) for t in todo]
     else:
-      new_records = _run_parallel(todo, workers, bar)
+      new_records = _run_parallel(todo, workers, progress)
   records.update((r["file"], r) for r in new_records)
 
   seconds = time.time() - start
-  return [_write_manifest(output_dir, split, all_entries[split], label_map, options,
-                          [records[t.file] for t in tasks[split]],
-                          sum(t.file in reused for t in tasks[split]), seconds)
-          for split in splits]
+  summaries = []
+  with dataset_writer.metadata_lock(output_dir):
+    for split in splits:
+      summaries.append(_write_split_files(
+          output_dir, split, name, all_entries[split], label_map, options,
+          [records[t.file] for t in tasks[split]], sum(t.file in reused for t in tasks[split]),
+          seconds))
+    dataset_writer.write_tfds_metadata(output_dir)
+  return summaries
 
 
-def _write_manifest(output_dir, split, entries, label_map, options, records, reused,
-                    seconds) -> dict[str, Any]:
-  """Writes skipped.csv and the manifest from the shard records; returns the summary."""
-  num_shards = len(records)
-  problems = sorted((pos * num_shards + shard, path, reason, kept)
-                    for shard, r in enumerate(records) for pos, path, reason, kept in r["skipped"])
-  skipped_csv = schema.skipped_path(output_dir, split)
-  tmp = f"{skipped_csv}.tmp-{os.getpid()}"
+def _write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
-    writer.writerow(["path", "reason"])
-    writer.writerows((path, reason) for _, path, reason, _ in problems)
-  os.replace(tmp, skipped_csv)
+    writer.writerow(header)
+    writer.writerows(rows)
+  os.replace(tmp, path)
 
+
+def _write_split_files(output_dir, split, name, entries, label_map, options, records, reused,
+                       seconds) -> dict[str, Any]:
+  """Writes skipped.csv, index.csv and the manifest from the shard records; the summary."""
+  problems = sorted(p for r in records for p in r["skipped"])
+  skipped_csv = schema.skipped_path(output_dir, split)
+  _write_csv(skipped_csv, ["path", "reason", "kept"],
+             ((path, reason, "yes" if kept else "no") for _, path, reason, kept in problems))
+  starts = np.cumsum([0] + [r["num_examples"] for r in records]).tolist()
+  _write_csv(schema.index_path(output_dir, split),
+             ["index", "file", "position", "video_id", "label", "num_frames", "path"],
+             ((start + position, r["file"], position, video_id, label, frames, path)
+              for r, start in zip(records, starts)
+              for position, video_id, label, frames, path in r["videos"]))
   num_examples = sum(r["num_examples"] for r in records)
   num_skipped = sum(1 for *_, kept in problems if not kept)
   manifest = {
       "schema_version": schema.SCHEMA_VERSION,
       "split": split,
+      "name": name,
       "num_examples": num_examples,
       "num_videos": len(entries),
       "num_classes": len(label_map),
       "label_map": list(label_map),
       "label_map_sha256": schema.label_map_sha256(label_map),
-      "options": dict(options.output_options(), num_shards=num_shards),
-      "shards": [{"file": r["file"], "num_examples": r["num_examples"]} for r in records],
+      "options": dict(options.output_options(), num_shards=len(records),
+                      order="random permutation of the input (numpy default_rng(shuffle_seed))"
+                            ", dealt round-robin to the shards"),
+      "shards": [{key: r[key] for key in schema.SHARD_KEYS} for r in records],
       "num_skipped": num_skipped,
       "num_truncated": sum(r["num_truncated"] for r in records),
-      "skipped": [{"path": path, "reason": reason} for _, path, reason, _ in problems],
+      "skipped": [{"path": path, "reason": reason, "kept": kept}
+                  for _, path, reason, kept in problems],
   }
   manifest_file = schema.manifest_path(output_dir, split)
   schema.write_json_atomic(manifest_file, manifest)
-  return {"split": split, "num_videos": len(entries), "num_examples": num_examples,
-          "num_skipped": num_skipped, "num_truncated": manifest["num_truncated"],
-          "num_shards": num_shards, "shards_reused": reused, "seconds": round(seconds, 2),
-          "manifest": manifest_file, "skipped_csv": skipped_csv}
+  return {"split": split, "name": name, "data_dir": output_dir, "num_videos": len(entries),
+          "num_examples": num_examples, "num_skipped": num_skipped,
+          "num_truncated": manifest["num_truncated"], "num_shards": len(records),
+          "shards_reused": reused, "seconds": round(seconds, 2), "manifest": manifest_file,
+          "skipped_csv": skipped_csv}
 
 
-def report(summaries: Sequence[dict[str, Any]], stream=None) -> int:
+def report(summaries: Sequence[dict[str, Any]], stream: TextIO | None = None) -> int:
   """Prints one line per split; returns the exit status (1 if a split converted no video)."""
   stream = stream or sys.stderr
   status = 0
@@ -409,42 +443,7 @@ def report(summaries: Sequence[dict[str, Any]], stream=None) -> int:
       print(f"error: no video of split {s['split']!r} could be converted; reasons in "
             f"{s['skipped_csv']}", file=stream)
       status = 1
+  if summaries and status == 0:
+    print(f"TFDS dataset {summaries[0]['name']!r}: "
+          f"tfds.builder_from_directory({summaries[0]['data_dir']!r})", file=stream)
   return status
-
-
-def run_cli(make_jobs: Callable[[], tuple[Mapping[str, Iterable[EntryLike]], Sequence[str]]],
-            output_dir: str, options: ConvertOptions) -> int:
-  """The body of every front-end: `make_jobs()` -> ({split: entries}, label map), convert, report.
-
-  Returns the exit status: 2 when the inputs are unusable (the message names the file or value),
-  1 when a split converted no video, else 0.
-  """
-  try:
-    jobs, label_map = make_jobs()
-    summaries = convert_splits(jobs, output_dir, label_map, options)
-  except (OSError, ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return report(summaries)
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-  """Adds the --output and conversion flags shared by every front-end."""
-  parser.add_argument("--output", required=True, help="directory for shards and manifests")
-  parser.add_argument("--short-side", type=int, default=320,
-                      help="short side of stored frames in px (0 = keep)")
-  parser.add_argument("--jpeg-quality", type=int, default=90)
-  parser.add_argument("--num-shards", type=int, default=0,
-                      help="shards per split (0 = max(1, min(1024, videos // 8)))")
-  parser.add_argument("--workers", type=int, default=0, help="processes (0 = os.cpu_count())")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def options_from_args(args: argparse.Namespace) -> ConvertOptions:
-  """ConvertOptions from flags added by `add_flags`; bad values exit with a clear message."""
-  try:
-    return ConvertOptions(short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-                          num_shards=args.num_shards, workers=args.workers,
-                          progress=not args.no_progress)
-  except ValueError as e:
-    raise SystemExit(f"error: {e}") from None

@@ -1,11 +1,12 @@
-"""Kinetics-400 in its official layout -> TFRecords.
+"""Kinetics-400 in its official layout -> a TFDS dataset directory (splits train, val[, test]).
 
-  python -m data_prep.kinetics400 --root data/kinetics400 --output DIR [--splits train,val]
+  python -m data_prep.kinetics400 --root=data/kinetics400 \
+      --output=data/tfds/kinetics400/2.0.0 [--splits=train,val]
 
 Annotations `kinetics_{split}.csv` (columns label, youtube_id, time_start, time_end, split) are
 read from `--annotations` (default `{root}/annotations`, else `{root}`). Videos are
 `{youtube_id}_{start:06d}_{end:06d}.<ext>` (or `{youtube_id}.<ext>`), flat or in per-class folders,
-under `--videos-{split}` (default `{root}/videos_{split}`). Videos not found are listed in
+under `--videos_{split}` (default `{root}/videos_{split}`). Videos not found are listed in
 `{split}.skipped.csv` as missing files.
 
 Class indices follow MMAction2 (`tools/data/parse_file_list.py`): the class names of the train
@@ -15,15 +16,17 @@ names with their spaces.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 from typing import Sequence
 
-from data_prep import convert
+from absl import flags
+
+from data_prep import cli, convert, dataset_writer
 
 SPLITS = ("train", "val", "test")
+DEFAULT_NAME = "kinetics400"
 _COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 
@@ -102,36 +105,44 @@ def find_annotation(annotations_dir: str, root: str, split: str) -> str:
                           f"or {root}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.kinetics400", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--root", required=True, help="dataset root, e.g. data/kinetics400")
-  parser.add_argument("--annotations", default="", help="directory of kinetics_*.csv")
-  parser.add_argument("--splits", default="train,val", help="comma-separated: train,val,test")
+def _define_flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  flags.DEFINE_string("root", None, "Dataset root, e.g. data/kinetics400.", flag_values=fv,
+                      required=True)
+  flags.DEFINE_string("annotations", "", "Directory of kinetics_*.csv (default "
+                      "{root}/annotations, else {root}).", flag_values=fv)
+  flags.DEFINE_list("splits", ["train", "val"], f"Splits to convert, among {SPLITS}.",
+                    flag_values=fv)
   for split in SPLITS:
-    parser.add_argument(f"--videos-{split}", default="",
-                        help=f"videos of {split} (default {{root}}/videos_{split})")
-  convert.add_flags(parser)
-  args = parser.parse_args(argv)
-  options = convert.options_from_args(args)
-  splits = [s for s in args.splits.split(",") if s]
-  bad = [s for s in splits if s not in SPLITS]
-  if bad or not splits:
-    parser.error(f"--splits {args.splits!r}: each split must be one of {SPLITS}")
+    flags.DEFINE_string(f"videos_{split}", "", f"Videos of {split} (default "
+                        f"{{root}}/videos_{split}).", flag_values=fv)
+  cli.define_conversion_flags(fv, DEFAULT_NAME)
+  return fv
 
-  def make_jobs():
-    train_csv = find_annotation(args.annotations, args.root, "train")
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command line `argv` (without the program name); returns the exit status."""
+  fv = _define_flags()
+
+  def run(positional: list[str]) -> int:
+    cli.no_arguments(positional)
+    splits = list(fv.splits)
+    if not splits or any(s not in SPLITS for s in splits):
+      raise cli.UsageError(f"--splits={','.join(splits)}: each split must be one of {SPLITS}")
+    options = cli.conversion_options(fv)
+    train_csv = find_annotation(fv.annotations, fv.root, "train")
     label_map = label_map_from_rows(read_annotations(train_csv))
     jobs = {}
     for split in splits:
-      csv_path = find_annotation(args.annotations, args.root, split)
-      video_dir = getattr(args, f"videos_{split}") or os.path.join(args.root, f"videos_{split}")
+      csv_path = find_annotation(fv.annotations, fv.root, split)
+      video_dir = fv[f"videos_{split}"].value or os.path.join(fv.root, f"videos_{split}")
       if not os.path.isdir(video_dir):
         raise FileNotFoundError(f"video directory {video_dir!r} of split {split!r} not found")
       jobs[split] = split_entries(read_annotations(csv_path), video_dir, label_map, csv_path)
-    return jobs, label_map
+    name = fv.name or dataset_writer.default_dataset_name(fv.output, DEFAULT_NAME)
+    return convert.report(convert.convert_splits(jobs, fv.output, label_map, options, name))
 
-  return convert.run_cli(make_jobs, args.output, options)
+  return cli.run(run, fv, "data_prep.kinetics400", argv, __doc__)
 
 
 if __name__ == "__main__":

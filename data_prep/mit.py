@@ -1,26 +1,29 @@
-"""Moments in Time v1 -> TFRecords.
+"""Moments in Time v1 -> a TFDS dataset directory (splits train, val).
 
-  python -m data_prep.mit --root data/mit --output DIR [--splits train,val]
+  python -m data_prep.mit --root=data/mit --output=data/tfds/moments_in_time/2.0.0 \
+      [--splits=train,val]
 
 Annotations (from `--annotations`, default `{root}/annotations`, else `{root}`):
 `moments_categories.txt` (lines `name,index`), `trainingSet.csv` and `validationSet.csv` (rows
-`class/file.mp4,class,...`). Videos: `--videos-{split}`, default `{root}/videos/training` and
+`class/file.mp4,class,...`). Videos: `--videos_{split}`, default `{root}/videos/training` and
 `{root}/videos/validation` (MMAction2's layout), else `{root}/training`, `{root}/validation` (the
 released archive). As in MMAction2, a video's class is the folder of its path.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 from typing import Sequence
 
-from data_prep import convert
+from absl import flags
+
+from data_prep import cli, convert, dataset_writer
 
 SPLITS = {"train": ("trainingSet.csv", "training"), "val": ("validationSet.csv", "validation")}
 CATEGORIES = "moments_categories.txt"
+DEFAULT_NAME = "moments_in_time"
 
 
 def read_categories(path: str) -> list[str]:
@@ -69,38 +72,47 @@ def _find(candidates: Sequence[str], what: str, isdir: bool = False) -> str:
   raise FileNotFoundError(f"{what} not found; looked at {list(candidates)}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.mit", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--root", required=True, help="dataset root, e.g. data/mit")
-  parser.add_argument("--annotations", default="", help="directory of the csv/txt annotations")
-  parser.add_argument("--splits", default="train,val", help="comma-separated: train,val")
+def _define_flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  flags.DEFINE_string("root", None, "Dataset root, e.g. data/mit.", flag_values=fv,
+                      required=True)
+  flags.DEFINE_string("annotations", "", "Directory of the csv/txt annotations (default "
+                      "{root}/annotations, else {root}).", flag_values=fv)
+  flags.DEFINE_list("splits", ["train", "val"], f"Splits to convert, among {tuple(SPLITS)}.",
+                    flag_values=fv)
   for split in SPLITS:
-    parser.add_argument(f"--videos-{split}", default="", help=f"videos of {split}")
-  convert.add_flags(parser)
-  args = parser.parse_args(argv)
-  options = convert.options_from_args(args)
-  splits = [s for s in args.splits.split(",") if s]
-  if not splits or any(s not in SPLITS for s in splits):
-    parser.error(f"--splits {args.splits!r}: each split must be one of {tuple(SPLITS)}")
-  ann_dirs = [d for d in (args.annotations, os.path.join(args.root, "annotations"), args.root)
-              if d]
+    flags.DEFINE_string(f"videos_{split}", "", f"Videos of {split}.", flag_values=fv)
+  cli.define_conversion_flags(fv, DEFAULT_NAME)
+  return fv
 
-  def make_jobs():
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command line `argv` (without the program name); returns the exit status."""
+  fv = _define_flags()
+
+  def run(positional: list[str]) -> int:
+    cli.no_arguments(positional)
+    splits = list(fv.splits)
+    if not splits or any(s not in SPLITS for s in splits):
+      raise cli.UsageError(f"--splits={','.join(splits)}: each split must be one of "
+                           f"{tuple(SPLITS)}")
+    options = cli.conversion_options(fv)
+    ann_dirs = [d for d in (fv.annotations, os.path.join(fv.root, "annotations"), fv.root) if d]
     label_map = read_categories(_find([os.path.join(d, CATEGORIES) for d in ann_dirs],
                                       CATEGORIES))
     jobs = {}
     for split in splits:
       csv_name, folder = SPLITS[split]
       csv_path = _find([os.path.join(d, csv_name) for d in ann_dirs], csv_name)
-      video_dir = _find([getattr(args, f"videos_{split}")] if getattr(args, f"videos_{split}")
-                        else [os.path.join(args.root, "videos", folder),
-                              os.path.join(args.root, folder)],
+      given = fv[f"videos_{split}"].value
+      video_dir = _find([given] if given else [os.path.join(fv.root, "videos", folder),
+                                               os.path.join(fv.root, folder)],
                         f"video directory of split {split!r}", isdir=True)
       jobs[split] = split_entries(csv_path, video_dir, label_map)
-    return jobs, label_map
+    name = fv.name or dataset_writer.default_dataset_name(fv.output, DEFAULT_NAME)
+    return convert.report(convert.convert_splits(jobs, fv.output, label_map, options, name))
 
-  return convert.run_cli(make_jobs, args.output, options)
+  return cli.run(run, fv, "data_prep.mit", argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A small real video dataset whose classes differ only in the ORDER of their frames.
 
-  python -m data_prep.synthetic --output DIR [--tfrecords]
+  python -m data_prep.synthetic --output=DIR [--tfrecords]
 
 Classes come in pairs, each the exact time reversal of the other: move right / left, move down /
 up, rotate clockwise / counter-clockwise, grow / shrink. A video of the second class of a pair is
@@ -13,12 +13,12 @@ is coded alone and the reversal stays exact after decoding.
 Writes `{output}/videos/{split}/{class}/{i:05d}.mp4`, MMAction2 list files
 `{output}/train_list.txt`, `{output}/val_list.txt` (paths relative to `{output}/videos`),
 `{output}/labels.txt` and `{output}/synthetic.json` (the options; a re-run with the same options
-reuses the videos). With `--tfrecords`, also converts both splits to `{output}/tfrecords`.
+reuses the videos). With `--tfrecords`, also converts both splits into the TFDS dataset
+directory `{output}/tfrecords` (dataset name `synthetic_frame_order`).
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -29,14 +29,16 @@ from typing import Any, Sequence
 
 import av
 import numpy as np
+from absl import flags
 
-from cost_jax.data import schema
-from data_prep import convert
+from cost_jax.data import labels, schema
+from data_prep import cli, convert
 
 PAIRS = (("move_right", "move_left"), ("move_down", "move_up"),
          ("rotate_clockwise", "rotate_counterclockwise"), ("grow", "shrink"))
 SPLITS = {"train": 0, "val": 1}
 _X264_PARAMS = "keyint=1:qp=12"  # intra-only, fixed quantiser: frames coded independently
+DATASET_NAME = "synthetic_frame_order"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,36 +238,44 @@ def generate_and_convert(output: str, config: SyntheticConfig = SyntheticConfig(
   from data_prep import build  # pylint: disable=g-import-not-at-top
   options = options or convert.ConvertOptions(short_side=0, num_shards=4)
   paths = generate(output, config, options.workers)
-  label_map = convert.read_label_map(paths["labels"])
+  label_map = labels.read_label_names(paths["labels"])
   jobs = {s: build.read_list_file(paths[f"{s}_list"], paths["video_root"]) for s in SPLITS}
-  return convert.convert_splits(jobs, os.path.join(output, "tfrecords"), label_map, options)
+  return convert.convert_splits(jobs, os.path.join(output, "tfrecords"), label_map, options,
+                                name=DATASET_NAME)
+
+
+def _define_flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  defaults = SyntheticConfig()
+  flags.DEFINE_string("output", None, "Output directory.", flag_values=fv, required=True)
+  for field in dataclasses.fields(SyntheticConfig):
+    flags.DEFINE_integer(field.name, getattr(defaults, field.name),
+                         f"Synthetic dataset option {field.name}.", flag_values=fv)
+  flags.DEFINE_boolean("tfrecords", False, "Also convert train and val into the TFDS dataset "
+                       "directory {output}/tfrecords.", flag_values=fv)
+  flags.DEFINE_integer("workers", 0, "Processes (0 = all cores).", flag_values=fv)
+  flags.DEFINE_boolean("progress", True, "Show conversion progress on stderr.", flag_values=fv)
+  return fv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  defaults = SyntheticConfig()
-  parser.add_argument("--output", required=True)
-  for field in dataclasses.fields(SyntheticConfig):
-    parser.add_argument(f"--{field.name.replace('_', '-')}", type=int,
-                        default=getattr(defaults, field.name))
-  parser.add_argument("--tfrecords", action="store_true",
-                      help="also convert train and val to {output}/tfrecords")
-  parser.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
-  args = parser.parse_args(argv)
-  try:
-    config = SyntheticConfig(**{f.name: getattr(args, f.name)
+  """Runs the command line `argv` (without the program name); returns the exit status."""
+  fv = _define_flags()
+
+  def run(positional: list[str]) -> int:
+    cli.no_arguments(positional)
+    config = SyntheticConfig(**{f.name: fv[f.name].value
                                 for f in dataclasses.fields(SyntheticConfig)})
-    if not args.tfrecords:
-      paths = generate(args.output, config, args.workers)
+    if not fv.tfrecords:
+      paths = generate(fv.output, config, fv.workers)
       print(f"wrote {paths['train_list']}, {paths['val_list']}, {paths['labels']}",
             file=sys.stderr)
       return 0
-    options = convert.ConvertOptions(short_side=0, num_shards=4, workers=args.workers)
-    return convert.report(generate_and_convert(args.output, config, options))
-  except (OSError, ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    options = convert.ConvertOptions(short_side=0, num_shards=4, workers=fv.workers,
+                                     progress=fv.progress)
+    return convert.report(generate_and_convert(fv.output, config, options))
+
+  return cli.run(run, fv, "data_prep.synthetic", argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""data_prep: lists, Kinetics, MiT -> TFRecords; read-back, resume, bad input, exit status."""
+"""data_prep: lists, Kinetics, MiT -> TFDS datasets; read-back, resume, bad input, exit status."""
 
 import csv
 import json
@@ -7,60 +7,61 @@ import re
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
-from cost_jax.data import schema
-from data_prep import build, convert, kinetics400, mit, video_decode
+from cost_jax.data import labels, schema, video_decode
+from data_prep import build, convert, encode_video, kinetics400, mit
 from tests import video_factory as vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = dict(progress=False, workers=1)
 
 
-def parse(record: bytes) -> dict:
-  """One stored SequenceExample as numpy values, frames decoded."""
-  context = {k: tf.io.FixedLenFeature([], tf.int64) for k in schema.INT_CONTEXT_KEYS}
-  context.update({k: tf.io.FixedLenFeature([], tf.float32) for k in schema.FLOAT_CONTEXT_KEYS})
-  context.update({k: tf.io.FixedLenFeature([], tf.string) for k in schema.BYTES_CONTEXT_KEYS})
-  ctx, seq = tf.io.parse_single_sequence_example(
-      record, context_features=context,
-      sequence_features={schema.FRAMES_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
-  out = {k: v.numpy() for k, v in ctx.items()}
-  out["frames"] = np.stack([tf.io.decode_jpeg(j).numpy() for j in seq[schema.FRAMES_KEY]])
-  return out
+def decoded_frames(path: str) -> np.ndarray:
+  """Every frame of a video as the reference decode gives it (PyAV, rgb24)."""
+  with av.open(path) as container:
+    return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def read_split(out_dir: str, split: str) -> tuple[dict, list[dict]]:
-  """The manifest and every example of a split, checking per-shard counts."""
+  """The manifest and every example of a split (through TFDS, frames decoded), checking
+  per-shard counts against the manifest."""
   manifest = schema.read_manifest(out_dir, split)
-  examples = []
-  for shard in manifest["shards"]:
-    records = list(tf.data.TFRecordDataset(os.path.join(out_dir, shard["file"])))
-    assert len(records) == shard["num_examples"], shard
-    examples += [parse(r.numpy()) for r in records]
+  builder = tfds.builder_from_directory(out_dir)
+  assert builder.info.splits[split].shard_lengths == [s["num_examples"]
+                                                      for s in manifest["shards"]]
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
   assert len(examples) == manifest["num_examples"]
   return manifest, examples
 
 
-def read_skipped(out_dir: str, split: str) -> dict[str, str]:
+def read_csv(path: str) -> list[dict[str, str]]:
+  with open(path, newline="", encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def read_skipped(out_dir: str, split: str) -> dict[str, tuple[str, str]]:
+  """path -> (reason, kept) of `{split}.skipped.csv`."""
   with open(schema.skipped_path(out_dir, split), newline="") as f:
     rows = list(csv.reader(f))
-  assert rows[0] == ["path", "reason"]
-  return {path: reason for path, reason in rows[1:]}
+  assert rows[0] == ["path", "reason", "kept"]
+  return {path: (reason, kept) for path, reason, kept in rows[1:]}
 
 
 @pytest.fixture(scope="module")
 def good_videos(tmp_path_factory):
-  """Five tiny videos 24x32 with 5..9 frames at 10 fps, as (relative path, frames)."""
+  """Five tiny natural-looking videos 24x32 with 5..9 frames at 10 fps: (relative path, frames
+  as decoded)."""
   root = tmp_path_factory.mktemp("videos")
   videos = []
   for i in range(5):
     rel = f"class{i % 2}/v{i}.mp4"
-    frames = vf.pattern_frames(5 + i, 24, 32, seed=i)
-    vf.write_video(str(root / rel), frames, fps=10)
-    videos.append((rel, frames))
+    vf.write_video(str(root / rel), vf.natural_frames(5 + i, 24, 32, seed=i), fps=10)
+    videos.append((rel, decoded_frames(str(root / rel))))
   return str(root), videos
 
 
@@ -70,50 +71,119 @@ def write_list(path, lines):
   return str(path)
 
 
-def test_build_writes_readable_shards(good_videos, tmp_path):
+def test_build_writes_a_tfds_dataset_equal_to_the_source_videos(good_videos, tmp_path):
+  """Lossless frames at the decoded size: every feature equals what the source video holds."""
   root, videos = good_videos
   list_file = write_list(tmp_path / "train.txt", [f"{rel} {i % 3}" for i, (rel, _) in
                                                   enumerate(videos)])
-  labels = write_list(tmp_path / "labels.txt", ["cat", "dog", "eel"])
-  out = str(tmp_path / "out")
-  status = build.main(["--list", list_file, "--video-root", root, "--output", out, "--split",
-                       "train", "--labels", labels, "--short-side", "16", "--num-shards", "2",
-                       "--workers", "1", "--no-progress"])
+  label_file = write_list(tmp_path / "labels.txt", ["cat", "dog", "eel"])
+  data_dir = tmp_path / "tfds"
+  out = str(data_dir / "tiny_videos" / "1.0.0")   # the layout tfds.load(NAME) searches
+  status = build.main([f"--list={list_file}", f"--video_root={root}", f"--output={out}",
+                       "--split=train", f"--labels={label_file}", "--short_side=0",
+                       "--image_format=png", "--num_shards=2", "--workers=1", "--noprogress"])
   assert status == 0
   assert sorted(f for f in os.listdir(out) if f.endswith(".tfrecord")) == [
       "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
   manifest, examples = read_split(out, "train")
+  assert manifest["name"] == "tiny_videos" and manifest["options"]["image_format"] == "png"
   assert [s["num_examples"] for s in manifest["shards"]] == [3, 2]
   assert manifest["num_classes"] == 3 and manifest["label_map"] == ["cat", "dog", "eel"]
-  assert manifest["num_skipped"] == 0 and manifest["options"]["short_side"] == 16
+  assert manifest["num_skipped"] == 0 and read_skipped(out, "train") == {}
+  builder = tfds.builder_from_directory(out)
+  assert builder.info.name == "tiny_videos" and builder.info.features["label"].names == [
+      "cat", "dog", "eel"]
+  assert builder.info.supervised_keys == ("video", "label")
   with open(schema.label_map_path(out)) as f:
     assert f.read() == "cat\ndog\neel\n"
-  assert read_skipped(out, "train") == {}
-  by_name = {e[schema.FILENAME_KEY].decode(): e for e in examples}
+  by_name = {e["video_id"].decode(): e for e in examples}
   assert sorted(by_name) == sorted(rel for rel, _ in videos)
   for i, (rel, frames) in enumerate(videos):
     e = by_name[rel]
-    assert e[schema.LABEL_INDEX_KEY] == i % 3
-    assert e[schema.LABEL_TEXT_KEY].decode() == ["cat", "dog", "eel"][i % 3]
-    assert e[schema.NUM_FRAMES_KEY] == len(frames) == len(e["frames"])
-    assert e[schema.FPS_KEY] == pytest.approx(10.0)
-    # Short side 16: 24x32 -> 16x22 (long side rounded to even, like ffmpeg scale=-2:16).
-    assert e["frames"].shape[1:] == (16, 22, 3)
-    assert (e[schema.HEIGHT_KEY], e[schema.WIDTH_KEY]) == (16, 22)
-    assert (e[schema.ORIGINAL_HEIGHT_KEY], e[schema.ORIGINAL_WIDTH_KEY]) == (24, 32)
+    assert e["label"] == i % 3 and builder.info.features["label"].int2str(e["label"]) == [
+        "cat", "dog", "eel"][i % 3]
+    assert e["num_frames"] == len(frames) and e["fps"] == pytest.approx(10.0)
+    assert (e["height"], e["width"], e["original_height"], e["original_width"]) == (24, 32,
+                                                                                    24, 32)
+    np.testing.assert_array_equal(e["video"], frames)        # bit for bit
+    np.testing.assert_array_equal(e["middle_frame"], frames[len(frames) // 2])
+  # The index says where each video went; positions follow the shard contents.
+  index = read_csv(schema.index_path(out, "train"))
+  order = [e["video_id"].decode() for e in examples]
+  assert [row["video_id"] for row in sorted(index, key=lambda r: int(r["index"]))] == order
+  # TFDS's own tools work on it, and tfds.load finds it by name.
+  assert len(list(tfds.load("tiny_videos", data_dir=str(data_dir), split="train"))) == 5
+  frame = tfds.as_dataframe(builder.as_dataset(split="train").take(2), builder.info)
+  assert len(frame) == 2 and "video_id" in frame.columns
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  figure = tfds.visualization.show_examples(builder.as_dataset(split="train"), builder.info,
+                                            rows=1, cols=2)
+  assert len(figure.axes) == 2
 
 
-def test_frames_keep_order_and_content_at_native_size(good_videos, tmp_path):
+def test_lossless_conversion_gives_the_official_crops_exactly(good_videos, tmp_path):
+  """PNG at the decoded size: the pipeline's val and test crops are MMAction2's transforms of
+  the frames decoded from the original files, bit for bit (so the test protocol's scores are
+  the official ones)."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from cost_jax.data import (  # pylint: disable=g-import-not-at-top
+    input_pipeline,  # pylint: disable=g-import-not-at-top
+    sampling,
+    transforms,
+  )
+  root, videos = good_videos
+  out = str(tmp_path)
+  convert.convert_split([(os.path.join(root, rel), 0, rel) for rel, _ in videos], out, "val",
+                        ["a"], convert.ConvertOptions(short_side=0, image_format="png",
+                                                      num_shards=2, **QUIET))
+  cfg = base.get_config().data
+  cfg.update(data_dir=out, clip_len=4, frame_interval=2, val_short_side=32, crop_size=28,
+             test_short_side=32, test_crop_size=32, test_num_clips=2, prefetch=1)
+  names = {int(row["index"]): row["video_id"] for row in read_csv(schema.index_path(out, "val"))}
+  frames = dict(videos)
+  for mode, num_clips in (("val", 1), ("test", 2)):
+    ds, _ = input_pipeline.create_eval_dataset(cfg, split="val", batch_size=1, mode=mode,
+                                               process_index=0, process_count=1)
+    seen = 0
+    for batch in ds.as_numpy_iterator():
+      decoded = frames[names[int(batch["index"][0])]]
+      sampled = tf.constant(decoded[sampling.sample_frame_indices(len(decoded), 4, 2,
+                                                                  num_clips, True)])
+      want = (transforms.val_transform(sampled, short_side=32, crop_size=28) if mode == "val"
+              else transforms.multi_view_transform(sampled, short_side=32, crop_size=32,
+                                                   num_clips=2, clip_len=4))
+      np.testing.assert_array_equal(batch["clips"][0], want.numpy())
+      seen += 1
+    assert seen == len(videos)
+
+
+def test_resized_jpeg_frames(good_videos, tmp_path):
+  root, videos = good_videos
+  rel, frames = videos[4]
+  convert.convert_split([(os.path.join(root, rel), 0, rel)], str(tmp_path), "val", ["a"],
+                        convert.ConvertOptions(short_side=16, **QUIET))
+  _, (example,) = read_split(str(tmp_path), "val")
+  # Short side 16: 24x32 -> 16x22 (long side rounded to even, like ffmpeg scale=-2:16).
+  assert example["video"].shape == (len(frames), 16, 22, 3)
+  assert (example["height"], example["width"]) == (16, 22)
+  assert (example["original_height"], example["original_width"]) == (24, 32)
+  assert encode_video.resized_shape(240, 320, 320) == (320, 426)
+  assert encode_video.resized_shape(1080, 608, 320) == (568, 320)
+  assert encode_video.resized_shape(24, 32, 0) == (24, 32)
+
+
+def test_native_jpeg_frames_keep_order_and_content(good_videos, tmp_path):
   root, videos = good_videos
   rel, frames = videos[4]
   convert.convert_split([(os.path.join(root, rel), 0, rel)], str(tmp_path), "val", ["a"],
                         convert.ConvertOptions(short_side=0, jpeg_quality=95, **QUIET))
   _, (example,) = read_split(str(tmp_path), "val")
-  stored = example["frames"].astype(np.float32)
+  stored = example["video"].astype(np.float32)
   assert stored.shape == frames.shape
   errors = np.abs(stored[:, None] - frames[None].astype(np.float32)).mean(axis=(2, 3, 4))
   # Every stored frame is close to its own source frame and closest to it.
-  assert np.all(np.diag(errors) < 12), np.diag(errors)
+  assert np.all(np.diag(errors) < 6), np.diag(errors)
   assert np.all(errors.argmin(axis=1) == np.arange(len(frames)))
 
 
@@ -130,7 +200,7 @@ def test_resume_keeps_finished_shards_and_redoes_the_rest(good_videos, tmp_path)
     manifest_before = json.load(f)
 
   # Simulate a run killed while writing shard 1: no record, a half-written temporary file.
-  os.remove(os.path.join(out, convert.DONE_DIR, schema.shard_name("train", 1, 3) + ".json"))
+  os.remove(convert.done_record_path(out, schema.shard_name("train", 1, 3)))
   os.remove(shards[1])
   vf.write_bytes(shards[1] + ".tmp-99999", b"partial")
   # And a shard whose file no longer matches its record (e.g. overwritten by hand).
@@ -141,7 +211,7 @@ def test_resume_keeps_finished_shards_and_redoes_the_rest(good_videos, tmp_path)
   assert os.stat(shards[0]).st_mtime_ns == mtimes[0]
   assert not os.path.exists(shards[1] + ".tmp-99999")
   manifest, examples = read_split(out, "train")
-  names = sorted(e[schema.FILENAME_KEY].decode() for e in examples)
+  names = sorted(e["video_id"].decode() for e in examples)
   assert names == sorted(f"v{i}.mp4" for i in range(5))  # each video exactly once
   assert manifest == manifest_before
 
@@ -186,39 +256,46 @@ def bad_inputs(tmp_path_factory, good_videos):
   return entries, expected, good
 
 
-def test_every_bad_input_is_listed_with_its_reason(bad_inputs, tmp_path, capsys):
+@pytest.mark.parametrize("truncated", ["drop", "keep"])
+def test_every_bad_input_is_listed_with_its_reason(bad_inputs, tmp_path, capsys, truncated):
   entries, expected, good = bad_inputs
   list_file = write_list(tmp_path / "list.txt", [f"{p} {label}" for p, label in entries])
   out = str(tmp_path / "out")
-  status = build.main(["--list", list_file, "--output", out, "--split", "train",
-                       "--num-classes", "2", "--num-shards", "3", "--workers", "1",
-                       "--no-progress", "--short-side", "0"])
+  status = build.main([f"--list={list_file}", f"--output={out}", "--split=train",
+                       "--num_classes=2", "--num_shards=3", "--workers=1", "--noprogress",
+                       "--short_side=0", f"--truncated={truncated}"])
   assert status == 0
   skipped = read_skipped(out, "train")
   assert sorted(skipped) == sorted(expected)
   for path, prefix in expected.items():
-    assert skipped[path].startswith(prefix), (path, skipped[path])
-  kept = int(re.match(r"truncated: kept (\d+) frames of 12$",
-                      skipped[[p for p in expected if p.endswith("cut.mp4")][0]]).group(1))
-  assert 1 <= kept < 12
+    assert skipped[path][0].startswith(prefix), (path, skipped[path])
+  cut = next(p for p in expected if p.endswith("cut.mp4"))
+  reason, kept = skipped[cut]
+  frames = int(re.match(r"truncated: kept (\d+) frames of 12", reason).group(1))
+  assert 1 <= frames < 12
+  assert kept == ("yes" if truncated == "keep" else "no")
+  assert reason.endswith("; kept" if truncated == "keep" else "; dropped (--truncated=drop)")
+  assert all(k == "no" for p, (_, k) in skipped.items() if p != cut)
   manifest, examples = read_split(out, "train")
-  # The good videos and the truncated one (its decodable part) are converted.
-  assert manifest["num_examples"] == len(good) + 1 == len(examples)
-  assert manifest["num_skipped"] == len(expected) - 1 and manifest["num_truncated"] == 1
-  assert sorted(e[schema.NUM_FRAMES_KEY] for e in examples) == sorted([5, 6, kept])
+  converted = len(good) + (truncated == "keep")
+  assert manifest["num_examples"] == converted == len(examples)
+  assert manifest["num_truncated"] == 1
+  assert manifest["num_skipped"] == len(expected) - (truncated == "keep")
+  assert sorted(e["num_frames"] for e in examples) == sorted(
+      [5, 6] + ([frames] if truncated == "keep" else []))
   assert len(manifest["skipped"]) == len(expected)
   summary = capsys.readouterr().err
-  assert f"3 of {len(entries)} videos converted" in summary
-  assert f"{len(expected) - 1} skipped, 1 truncated" in summary
+  assert f"{converted} of {len(entries)} videos converted" in summary
+  assert f"{manifest['num_skipped']} skipped, 1 truncated" in summary
 
 
-def test_decode_video_errors_directly(bad_inputs):
+def test_encode_video_errors_directly(bad_inputs):
   _, expected, _ = bad_inputs
   for path, prefix in expected.items():
     if prefix.startswith(("label", "truncated")):
       continue
     with pytest.raises(video_decode.BadVideoError, match=re.escape(prefix)):
-      video_decode.decode_video(path, short_side=0)
+      encode_video.encode_video(path, short_side=0)
 
 
 def test_nothing_converted_exits_nonzero(bad_inputs, tmp_path):
@@ -227,12 +304,17 @@ def test_nothing_converted_exits_nonzero(bad_inputs, tmp_path):
   list_file = write_list(tmp_path / "list.txt", [f"{p} 0" for p in bad])
   out = str(tmp_path / "out")
   result = subprocess.run(
-      [sys.executable, "-m", "data_prep.build", "--list", list_file, "--output", out,
-       "--split", "val", "--workers", "1", "--no-progress"],
+      [sys.executable, "-m", "data_prep.build", f"--list={list_file}", f"--output={out}",
+       "--split=val", "--workers=1"],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 1, result.stderr
   assert "no video of split 'val' could be converted" in result.stderr
   assert f"0 of {len(bad)} videos converted" in result.stderr
+  # stderr is not a terminal: plain progress lines, no progress bar.
+  n = len(bad)
+  assert f"val: started, {n} videos in all" in result.stderr and "\r" not in result.stderr
+  assert re.search(rf"val: {n}/{n} videos \(100\.0%\), [\d.]+ videos/s, done in",
+                   result.stderr)
   assert sorted(read_skipped(out, "val")) == sorted(bad)
 
 
@@ -245,42 +327,127 @@ def test_parallel_workers_write_the_same_shards(good_videos, tmp_path):
     summary = convert.convert_split(entries, out, "train", ["a", "b"], convert.ConvertOptions(
         short_side=16, num_shards=2, workers=workers, progress=False))
     assert summary["num_examples"] == 5
-    digests.append([open(os.path.join(out, s["file"]), "rb").read()
-                    for s in schema.read_manifest(out, "train")["shards"]])
+    digests.append([s["sha256"] for s in schema.read_manifest(out, "train")["shards"]])
   assert digests[0] == digests[1]
 
 
-def test_bad_arguments_give_clear_errors(good_videos, tmp_path, capsys):
+def test_command_line_mistakes_are_one_line_with_status_2(good_videos, tmp_path, capsys):
   root, _ = good_videos
+  good_list = write_list(tmp_path / "good.txt", ["a.mp4 0"])
   bad_list = write_list(tmp_path / "bad.txt", ["a.mp4 0", "b.mp4 one"])
-  with pytest.raises(ValueError, match=r"bad.txt:2: label 'one' is not an integer"):
-    build.read_list_file(bad_list, root)
-  assert build.main(["--list", bad_list, "--output", str(tmp_path / "o"), "--split", "x",
-                     "--no-progress"]) == 2
-  assert "bad.txt:2" in capsys.readouterr().err
-  with pytest.raises(SystemExit, match="jpeg_quality=0"):
-    build.main(["--list", bad_list, "--output", str(tmp_path / "o"), "--split", "x",
-                "--jpeg-quality", "0"])
-  # A second split must agree with the label map already in the output directory.
-  out = str(tmp_path / "lm")
-  os.makedirs(out)
-  convert.write_label_map(out, ["a", "b"])
+  out = f"--output={tmp_path / 'o'}"
+  cases = [
+      ([f"--list={bad_list}", out, "--split=x"], "bad.txt:2: label 'one' is not an integer"),
+      ([f"--list={good_list}", out, "--split=x", "--video-root=v"],
+       "Unknown command line flag 'video-root'"),
+      ([f"--list={good_list}", out, "--split=x", "--jpeg_quality=0"],
+       "--jpeg_quality=0 is invalid: must be in 1..100"),
+      ([f"--list={good_list}", out, "--split=x", "--image_format=gif"], "--image_format=gif"),
+      ([f"--list={good_list}", out, "--split=x", "--truncated=maybe"], "--truncated=maybe"),
+      ([out, "--split=x"], "--list"),
+      ([f"--list={good_list}", out, "--split=x", "stray"], "unexpected argument(s) ['stray']"),
+      ([f"--list={good_list}", out, "--split=a-b"], "split name 'a-b'"),
+      ([f"--list={good_list}", out, "--split=x", "--name=Bad-Name"], "dataset name 'Bad-Name'"),
+      ([f"--list={tmp_path / 'none.txt'}", out, "--split=x"], "none.txt"),
+      ([f"--list={good_list}", out, "--split=x", f"--labels={tmp_path / 'none.txt'}"],
+       "label file"),
+  ]
+  for argv, expected in cases:
+    assert build.main(argv + ["--noprogress"]) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, (argv, err)
+  assert build.main(["--help"]) == 0
+  assert "--video_root" in capsys.readouterr().out
+  # A second split must agree with the label map and frame format already in the directory.
+  lm = str(tmp_path / "lm")
+  os.makedirs(lm)
+  convert.write_label_map(lm, ["a", "b"])
   with pytest.raises(ValueError, match="different label map"):
-    convert.convert_split([], out, "val", ["a", "c"], convert.ConvertOptions(**QUIET))
+    convert.convert_split([], lm, "val", ["a", "c"], convert.ConvertOptions(**QUIET))
 
 
-def test_default_shard_count_and_assignment():
+def test_splits_converted_separately_share_one_tfds_dataset(good_videos, tmp_path):
+  root, videos = good_videos
+  out = str(tmp_path)
+  for split, chosen in (("train", videos[:3]), ("val", videos[3:])):
+    convert.convert_split([(os.path.join(root, rel), 0, rel) for rel, _ in chosen], out, split,
+                          ["a"], convert.ConvertOptions(short_side=16, **QUIET))
+  builder = tfds.builder_from_directory(out)
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 3, "val": 2}
+  with pytest.raises(ValueError, match="frames stored as jpeg; use --image_format=jpeg"):
+    convert.convert_split([(os.path.join(root, videos[0][0]), 0)], out, "test", ["a"],
+                          convert.ConvertOptions(image_format="png", **QUIET))
+
+
+def test_videos_go_to_shards_in_a_seeded_random_order():
+  entries = [convert.Entry(f"v{i}", i // 10) for i in range(40)]   # class-sorted: 4 x 10
+  shards = convert.shard_entries(entries, 4, seed=0)
+  assert sorted(k for shard in shards for k, _ in shard) == list(range(40))
+  assert [len(s) for s in shards] == [10] * 4
+  # Round-robin over the input order would give each shard every class in class order;
+  # the shuffled order mixes classes within and across positions.
+  assert all(len({e.label for _, e in s}) >= 3 for s in shards)
+  assert any([e.label for _, e in s] != sorted(e.label for _, e in s) for s in shards)
+  assert convert.shard_entries(entries, 4, seed=0) == shards
+  assert convert.shard_entries(entries, 4, seed=1) != shards
+  assert [[k for k, _ in s] for s in convert.shard_entries(entries, 4, seed=None)] == [
+      list(range(i, 40, 4)) for i in range(4)]
   assert [convert.default_num_shards(n) for n in (0, 7, 8, 80, 10**6)] == [1, 1, 1, 10, 1024]
-  entries = [convert.Entry(f"v{i}", 0) for i in range(7)]
-  shards = convert.shard_entries(entries, 3)
-  assert [[e.path for e in s] for s in shards] == [["v0", "v3", "v6"], ["v1", "v4"],
-                                                   ["v2", "v5"]]
-  assert video_decode.resized_shape(240, 320, 320) == (320, 426)
-  assert video_decode.resized_shape(1080, 608, 320) == (568, 320)
-  assert video_decode.resized_shape(24, 32, 0) == (24, 32)
 
 
-def test_kinetics400_layout(good_videos, tmp_path, capsys):
+def test_verify_names_damaged_shards_and_rerun_rewrites_only_them(good_videos, tmp_path,
+                                                                   capsys):
+  from data_prep import verify  # pylint: disable=g-import-not-at-top
+  root, videos = good_videos
+  list_file = write_list(tmp_path / "list.txt", [f"{rel} 0" for rel, _ in videos])
+  out = str(tmp_path / "out")
+  argv = [f"--list={list_file}", f"--video_root={root}", f"--output={out}", "--split=train",
+          "--short_side=16", "--num_shards=3", "--workers=1", "--noprogress"]
+  assert build.main(argv) == 0
+  assert verify.main([out, "--noprogress"]) == 0
+  assert "train: 3 shard(s) checked, intact" in capsys.readouterr().out
+  shards = [os.path.join(out, schema.shard_name("train", i, 3)) for i in range(3)]
+  with open(shards[0], "r+b") as f:            # a flipped bit: same size
+    f.seek(os.path.getsize(shards[0]) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0x01]))
+  with open(shards[2], "r+b") as f:            # truncated
+    f.truncate(os.path.getsize(shards[2]) - 50)
+  mtime = os.stat(shards[1]).st_mtime_ns
+  assert verify.main([out, "--noprogress"]) == 1
+  report = capsys.readouterr().out
+  index = read_csv(schema.index_path(out, "train"))
+  for i in (0, 2):
+    name = schema.shard_name("train", i, 3)
+    line = next(line for line in report.splitlines() if f"DAMAGED {name}" in line)
+    assert "(marked for redo)" in line and "SHA-256" in line
+    held = sorted(row["path"] for row in index if row["file"] == name)
+    assert held and all(path in report for path in held)
+  assert schema.shard_name("train", 1, 3) not in report and "2 damaged" in report
+  assert build.main(argv) == 0          # the same command rewrites the two damaged shards
+  assert os.stat(shards[1]).st_mtime_ns == mtime
+  assert verify.main([out, "--noprogress"]) == 0
+  assert verify.main([str(tmp_path / "nowhere")]) == 2
+  assert "is not a directory" in capsys.readouterr().err
+
+
+def test_label_names_files(tmp_path):
+  text = write_list(tmp_path / "l.txt", ["a b", "c", "", ""])
+  assert labels.read_label_names(text) == ["a b", "c"]
+  as_json = tmp_path / "l.json"
+  as_json.write_text(json.dumps({"1": "y", "0": "x"}))
+  assert labels.read_label_names(str(as_json)) == ["x", "y"]
+  for lines, message in ((["a", "", "b"], "class 1 .line 2. has an invalid name"),
+                         (["a", "a"], "class name 'a' is used by classes 0 and 1"),
+                         ([], "no class names")):
+    with pytest.raises(ValueError, match=message):
+      labels.read_label_names(write_list(tmp_path / "bad.txt", lines))
+  with pytest.raises(FileNotFoundError, match="label file"):
+    labels.read_label_names(str(tmp_path / "missing.txt"))
+
+
+def test_kinetics400_layout(tmp_path, capsys):
   root = tmp_path / "k400"
   (root / "annotations").mkdir(parents=True)
   header = "label,youtube_id,time_start,time_end,split\n"
@@ -297,26 +464,29 @@ def test_kinetics400_layout(good_videos, tmp_path, capsys):
   vf.write_video(str(root / "videos_train" / "ccccccccccc.mp4"), frames)      # id only
   vf.write_video(str(root / "videos_val" / "pass_x" / "ddddddddddd_000001_000011.mp4"), frames)
   out = str(tmp_path / "out")
-  status = kinetics400.main(["--root", str(root), "--output", out, "--short-side", "0",
-                             "--workers", "1", "--no-progress"])
+  status = kinetics400.main([f"--root={root}", f"--output={out}", "--short_side=0",
+                             "--workers=1", "--noprogress"])
   assert status == 0
   # MMAction2 numbers classes by their names with spaces as '_': "pass-y" < "pass_x".
   expected_map = ["abseiling", "pass-y", "pass x"]
   with open(schema.label_map_path(out)) as f:
     assert f.read().splitlines() == expected_map
+  assert tfds.builder_from_directory(out).info.name == "kinetics400"
   _, train = read_split(out, "train")
-  labels = {e[schema.FILENAME_KEY].decode(): e[schema.LABEL_INDEX_KEY] for e in train}
-  assert labels == {"aaaaaaaaaaa_000010_000020.mp4": 2,
-                    "pass-y/bbbbbbbbbbb_000000_000010.mp4": 1, "ccccccccccc.mp4": 0}
+  found = {e["video_id"].decode(): e["label"] for e in train}
+  assert found == {"aaaaaaaaaaa_000010_000020.mp4": 2,
+                   "pass-y/bbbbbbbbbbb_000000_000010.mp4": 1, "ccccccccccc.mp4": 0}
   manifest, val = read_split(out, "val")
-  assert [e[schema.LABEL_INDEX_KEY] for e in val] == [2]
+  assert [e["label"] for e in val] == [2]
   assert manifest["num_skipped"] == 1
-  (missing, reason), = read_skipped(out, "val").items()
+  (missing, (reason, _)), = read_skipped(out, "val").items()
   assert missing.endswith("eeeeeeeeeee_000002_000012.mp4") and reason == "missing file"
   # An unknown class in val is an error naming the file and row.
   (root / "annotations" / "kinetics_val.csv").write_text(header + "juggling,x,1,2,val\n")
-  assert kinetics400.main(["--root", str(root), "--output", out, "--no-progress"]) == 2
+  assert kinetics400.main([f"--root={root}", f"--output={out}", "--noprogress"]) == 2
   assert "kinetics_val.csv:2: class 'juggling'" in capsys.readouterr().err
+  assert kinetics400.main([f"--root={root}", f"--output={out}", "--splits=train,dev"]) == 2
+  assert "--splits=train,dev" in capsys.readouterr().err
 
 
 def test_moments_in_time_layout(tmp_path, capsys):
@@ -331,16 +501,15 @@ def test_moments_in_time_layout(tmp_path, capsys):
               "validation/clapping/c.mp4"):
     vf.write_video(str(root / "videos" / rel), frames)
   out = str(tmp_path / "out")
-  assert mit.main(["--root", str(root), "--output", out, "--short-side", "0", "--workers",
-                   "1", "--no-progress"]) == 0
+  assert mit.main([f"--root={root}", f"--output={out}", "--short_side=0", "--workers=1",
+                   "--noprogress"]) == 0
   with open(schema.label_map_path(out)) as f:
     assert f.read() == "clapping\nrunning\n"
   _, train = read_split(out, "train")
-  assert {e[schema.FILENAME_KEY].decode(): e[schema.LABEL_INDEX_KEY] for e in train} == {
+  assert {e["video_id"].decode(): e["label"] for e in train} == {
       "running/a.mp4": 1, "clapping/b.mp4": 0}
   _, val = read_split(out, "val")
-  assert [(e[schema.LABEL_TEXT_KEY], e[schema.NUM_FRAMES_KEY]) for e in val] == [
-      (b"clapping", 3)]
+  assert [(e["label"], e["num_frames"]) for e in val] == [(0, 3)]
   (root / "annotations" / "moments_categories.txt").write_text("running,1\nclapping\n")
-  assert mit.main(["--root", str(root), "--output", out, "--no-progress"]) == 2
+  assert mit.main([f"--root={root}", f"--output={out}", "--noprogress"]) == 2
   assert "moments_categories.txt:2: expected 'name,index'" in capsys.readouterr().err

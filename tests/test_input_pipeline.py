@@ -1,17 +1,17 @@
-"""The tf.data pipeline end to end on tiny TFRecords: content, sharding, padding, resume."""
+"""The tf.data pipeline end to end on tiny TFDS datasets: content, per-host splits, padding,
+resume, damaged shards named, lossless frames exact."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from configs import base
-from cost_jax.data import input_pipeline
-from cost_jax.data import sampling
-from cost_jax.data import schema
-from cost_jax.data import transforms
+from cost_jax.data import dataset as dataset_lib
+from cost_jax.data import input_pipeline, sampling, schema, transforms
 from tests import tfrecord_factory as factory
 
 NUM_CLASSES = 4
@@ -56,16 +56,74 @@ def test_dataset_info(data_dir, tmp_path):
   info = input_pipeline.get_dataset_info(data_dir, "train")
   assert (info["num_examples"], info["num_classes"]) == (11, NUM_CLASSES)
   assert info["label_map"][3] == "class_3" and len(info["manifest"]["shards"]) == 5
+  assert info["image_format"] == "jpeg"
   with pytest.raises(FileNotFoundError, match="val.manifest.json"):
     input_pipeline.get_dataset_info(data_dir, "val")
   manifest = dict(info["manifest"], num_examples=12)
   schema.write_json_atomic(schema.manifest_path(str(tmp_path), "bad"), manifest)
-  with pytest.raises(FileNotFoundError, match="train-00000-of-00005"):
+  with pytest.raises(schema.DatasetError, match="num_examples is 12"):
     input_pipeline.get_dataset_info(str(tmp_path), "bad")
-  for shard in manifest["shards"]:
-    os.symlink(os.path.join(data_dir, shard["file"]), tmp_path / shard["file"])
-  with pytest.raises(ValueError, match="num_examples is 12"):
-    input_pipeline.get_dataset_info(str(tmp_path), "bad")
+
+
+def _copy(data_dir, tmp_path):
+  copy = str(tmp_path / "copy")
+  shutil.copytree(data_dir, copy)
+  return copy
+
+
+def test_missing_or_truncated_shards_stop_before_anything_is_read(data_dir, tmp_path):
+  copy = _copy(data_dir, tmp_path)
+  shard = os.path.join(copy, schema.shard_name("train", 3, 5))
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) - 100)
+  os.remove(os.path.join(copy, schema.shard_name("train", 1, 5)))
+  with pytest.raises(schema.DatasetError) as error:
+    input_pipeline.check_shard_sizes(copy, "train")
+  message = str(error.value)
+  assert "\n" not in message and "2 damaged shard(s)" in message
+  assert "train-00001-of-00005.tfrecord cannot be read" in message
+  assert "train-00003-of-00005.tfrecord is" in message and "(truncated)" in message
+  assert f"python -m data_prep.verify {copy}" in message
+  for create in (lambda: input_pipeline.create_train_dataset(
+                     _config(copy), batch_size=1, seed=0, process_index=0, process_count=1),
+                 lambda: input_pipeline.create_eval_dataset(
+                     _config(copy), split="train", batch_size=1, mode="val", process_index=0,
+                     process_count=1)):
+    with pytest.raises(schema.DatasetError, match="train-00001-of-00005"):
+      create()
+
+
+def test_old_datasets_fail_with_one_line_saying_to_rerun_data_prep(data_dir, tmp_path):
+  copy = _copy(data_dir, tmp_path)
+  path = schema.manifest_path(copy, "train")
+  with open(path) as f:
+    manifest = json.load(f)
+  schema.write_json_atomic(path, dict(manifest, schema_version=1))
+  with pytest.raises(schema.DatasetError) as error:
+    input_pipeline.get_dataset_info(copy, "train")
+  assert "\n" not in str(error.value) and "schema version 1" in str(error.value)
+  assert "re-run data_prep" in str(error.value)
+  schema.write_json_atomic(path, manifest)
+  os.remove(os.path.join(copy, "dataset_info.json"))
+  with pytest.raises(schema.DatasetError, match="dataset_info.json is missing.*re-run data_prep"):
+    input_pipeline.get_dataset_info(copy, "train")
+
+
+def test_the_split_is_a_tfds_dataset(data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder_from_directory(data_dir)
+  assert builder.info.splits["train"].num_examples == 11
+  assert builder.info.splits["train"].shard_lengths == list(SHARD_SIZES)
+  assert builder.info.features["label"].names == [f"class_{c}" for c in range(NUM_CLASSES)]
+  examples = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
+  for i, example in enumerate(examples):   # shard order = the order written
+    frames, label = _video(i)
+    assert example["label"] == label and example["video_id"] == f"video_{i:04d}.mp4".encode()
+    assert example["video"].shape == frames.shape == (example["num_frames"],
+                                                      example["height"], example["width"], 3)
+    np.testing.assert_array_equal(factory.read_pattern(example["video"])[0],
+                                  np.arange(len(frames)))
+    np.testing.assert_array_equal(example["middle_frame"], example["video"][len(frames) // 2])
 
 
 def test_val_batches_hold_the_sampled_frames(data_dir):
@@ -137,14 +195,20 @@ def test_train_batches_content_and_flips(data_dir):
   assert all((factory.read_pattern(b["clips"])[2] > 0).all() for b in unflipped)
 
 
-def test_train_hosts_read_their_own_shards_once_per_epoch(data_dir):
+def test_train_hosts_read_their_own_part_once_per_epoch(data_dir):
+  """TFDS's per-process split: host i of n reads a contiguous range of the split, of equal size
+  within one video, even with more hosts than shards."""
   cfg = _config(data_dir)
-  for count in (1, 3):
-    seen = []
+  manifest = input_pipeline.get_dataset_info(data_dir, "train")["manifest"]
+  for count in (2, 7):
+    seen, start = [], 0
     for index in range(count):
-      files, counts, starts = input_pipeline.host_shards(
-          input_pipeline.get_dataset_info(data_dir, "train")["manifest"], index, count)
-      own = sorted(s + k for s, n in zip(starts, counts) for k in range(n))
+      slices = dataset_lib.host_slices(data_dir, "train", manifest, index, count)
+      size = dataset_lib.num_host_examples(manifest, index, count)
+      assert sum(s.num_examples for s in slices) == size and size in (11 // count,
+                                                                      11 // count + 1)
+      own = list(range(start, start + size))
+      start += size
       ds = input_pipeline.create_train_dataset(cfg, batch_size=1, seed=0, process_index=index,
                                                process_count=count)
       videos = [factory.read_pattern(b["clips"][0])[1][0] for b in _batches(ds, len(own))]
@@ -154,9 +218,9 @@ def test_train_hosts_read_their_own_shards_once_per_epoch(data_dir):
 
 
 @pytest.mark.parametrize("mode", ["val", "test"])
-def test_eval_counts_every_video_once_on_1_to_4_hosts(data_dir, mode):
+def test_eval_counts_every_video_once_on_1_2_or_7_hosts(data_dir, mode):
   cfg = _config(data_dir)
-  for count in range(1, 5):
+  for count in (1, 2, 7):
     indices, lengths = [], set()
     for index in range(count):
       ds, num_batches = input_pipeline.create_eval_dataset(
@@ -169,10 +233,12 @@ def test_eval_counts_every_video_once_on_1_to_4_hosts(data_dir, mode):
         assert (batch["index"][~batch["mask"]] == -1).all()
         np.testing.assert_array_equal(batch["label"][batch["mask"]],
                                       batch["index"][batch["mask"]] % NUM_CLASSES)
+        # The index is the video's position in shard order: its pattern says which it is.
+        for clips, index in zip(batch["clips"][batch["mask"]], batch["index"][batch["mask"]]):
+          assert (factory.read_pattern(clips)[1] == index).all()
     assert len(lengths) == 1, (count, lengths)          # same batch count on every host
     num_batches, _ = lengths.pop()
-    per_host = [sum(SHARD_SIZES[i::count]) for i in range(count)]
-    assert num_batches == -(-max(per_host) // 2)
+    assert num_batches == -(-(11 // count + (11 % count > 0)) // 2)
     assert sorted(indices) == list(range(11)), (count, indices)
 
 
@@ -214,8 +280,8 @@ def test_host_normalisation(data_dir):
 def test_bad_input_fails_clearly(data_dir, tmp_path):
   cfg = _config(data_dir)
   with pytest.raises(ValueError, match="no training examples"):
-    input_pipeline.create_train_dataset(cfg, batch_size=1, seed=0, process_index=5,
-                                        process_count=6)
+    input_pipeline.create_train_dataset(cfg, batch_size=1, seed=0, process_index=11,
+                                        process_count=12)
   with pytest.raises(ValueError, match="mode"):
     input_pipeline.create_eval_dataset(cfg, split="train", batch_size=1, mode="train",
                                        process_index=0, process_count=1)
@@ -233,38 +299,92 @@ def test_bad_input_fails_clearly(data_dir, tmp_path):
   with pytest.raises(ValueError, match="process_index"):
     input_pipeline.create_train_dataset(cfg, batch_size=1, seed=0, process_index=2,
                                         process_count=2)
-  # A shard holding fewer records than its manifest entry, and a label outside the label map.
+  # A label outside the label map (written with 6 classes, described with 3).
   bad = str(tmp_path)
   videos = [(_video(0)[0], 0), (_video(5)[0], 5)]
-  manifest = factory.write_split(bad, "x", videos, ["a", "b", "c", "d", "e", "f"])
-  manifest["shards"][0]["num_examples"] = manifest["num_examples"] = 3
-  schema.write_json_atomic(schema.manifest_path(bad, "x"), manifest)
-  ds, _ = input_pipeline.create_eval_dataset(_config(bad), split="x", batch_size=1, mode="val",
-                                             process_index=0, process_count=1)
-  with pytest.raises(tf.errors.OpError, match="expected to contain 3"):
-    _batches(ds)
-  manifest.update(num_examples=2, label_map=["a", "b", "c"], num_classes=3,
-                  label_map_sha256=schema.label_map_sha256(["a", "b", "c"]))
-  manifest["shards"][0]["num_examples"] = 2
-  schema.write_json_atomic(schema.manifest_path(bad, "x"), manifest)
+  factory.write_split(bad, "x", videos, ["a", "b", "c", "d", "e", "f"])
+  factory.write_manifest(bad, "x", [(schema.shard_name("x", 0, 1), 2)], ["a", "b", "c"])
   ds, _ = input_pipeline.create_eval_dataset(_config(bad), split="x", batch_size=1, mode="val",
                                              process_index=0, process_count=1)
   with pytest.raises(tf.errors.InvalidArgumentError, match="video_0001.mp4"):
     _batches(ds)
 
 
+def _flip_a_byte(path):
+  """Damages a shard in place (same size: the fast check cannot see it)."""
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "fewer records", "deleted"])
+def test_a_shard_damaged_after_the_check_stops_reading_with_its_name(data_dir, tmp_path,
+                                                                      damage):
+  copy = _copy(data_dir, tmp_path)
+  shard = schema.shard_name("train", 2, 5)
+  path = os.path.join(copy, shard)
+  if damage == "fewer records":   # the manifest promises one record more than the file has
+    counts = list(SHARD_SIZES)
+    counts[2] += 1
+    factory.write_manifest(copy, "train", [(schema.shard_name("train", i, 5), n)
+                                           for i, n in enumerate(counts)],
+                           [f"class_{c}" for c in range(NUM_CLASSES)])
+  train = input_pipeline.create_train_dataset(_config(copy), batch_size=2, seed=0,
+                                              process_index=0, process_count=1)
+  val, _ = input_pipeline.create_eval_dataset(_config(copy), split="train", batch_size=2,
+                                              mode="val", process_index=0, process_count=1)
+  if damage == "corrupted":
+    _flip_a_byte(path)
+  elif damage == "deleted":
+    os.remove(path)
+  for ds, count in ((train, 12), (val, None)):
+    with pytest.raises(schema.DatasetError) as error:
+      batches = input_pipeline.numpy_batches(ds)
+      for _ in range(count or 10**6):
+        next(batches)
+    message = str(error.value)
+    assert path in message and "\n" not in message, message
+    if damage != "deleted":
+      assert "damaged shard" in message and "data_prep.verify" in message
+
+
+def test_lossless_frames_give_the_reference_crops_exactly(tmp_path):
+  """PNG frames: val and test crops equal MMAction2's transforms on the source frames."""
+  videos = [_video(i) for i in range(3)]
+  factory.write_split(str(tmp_path), "train", videos, [f"c{c}" for c in range(NUM_CLASSES)],
+                      image_format="png")
+  cfg = _config(str(tmp_path))
+  for mode in ("val", "test"):
+    ds, _ = input_pipeline.create_eval_dataset(cfg, split="train", batch_size=1, mode=mode,
+                                               process_index=0, process_count=1)
+    for batch in _batches(ds):
+      frames = videos[int(batch["index"][0])][0]
+      num_clips = 1 if mode == "val" else TEST_CLIPS
+      sampled = tf.constant(frames[sampling.sample_frame_indices(len(frames), CLIP_LEN,
+                                                                 INTERVAL, num_clips, True)])
+      if mode == "val":
+        want = transforms.val_transform(sampled, short_side=32, crop_size=28).numpy()
+      else:
+        want = transforms.multi_view_transform(sampled, short_side=32, crop_size=32,
+                                               num_clips=TEST_CLIPS, clip_len=CLIP_LEN).numpy()
+      np.testing.assert_array_equal(batch["clips"][0], want)
+
+
 def test_only_the_sampled_frames_are_decoded(tmp_path):
   frames, label = _video(3)
   wanted = set(sampling.sample_frame_indices(len(frames), CLIP_LEN, INTERVAL, 1, True).tolist())
-  example = tf.train.SequenceExample.FromString(factory.encode_video(frames, label, "v.mp4"))
-  for i, feature in enumerate(example.feature_lists.feature_list[schema.FRAMES_KEY].feature):
+  labels = ["a", "b", "c", "d"]
+  example = tf.train.Example.FromString(factory.encode_video(frames, label, "v.mp4", labels))
+  images = example.features.feature[schema.VIDEO].bytes_list.value
+  for i in range(len(images)):
     if i not in wanted:
-      feature.bytes_list.value[0] = b"not a jpeg"
-  manifest = factory.write_split(str(tmp_path), "x", [], ["a", "b", "c", "d"], shard_sizes=[0])
-  with tf.io.TFRecordWriter(str(tmp_path / manifest["shards"][0]["file"])) as writer:
+      images[i] = b"not a jpeg"
+  shard = schema.shard_name("x", 0, 1)
+  with tf.io.TFRecordWriter(str(tmp_path / shard)) as writer:
     writer.write(example.SerializeToString())
-  manifest["shards"][0]["num_examples"] = manifest["num_examples"] = 1
-  schema.write_json_atomic(schema.manifest_path(str(tmp_path), "x"), manifest)
+  factory.write_manifest(str(tmp_path), "x", [(shard, 1)], labels)
   ds, _ = input_pipeline.create_eval_dataset(_config(str(tmp_path)), split="x", batch_size=1,
                                              mode="val", process_index=0, process_count=1)
   clip = _batches(ds)[0]["clips"][0]

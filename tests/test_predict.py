@@ -10,6 +10,7 @@ import pytest
 
 from cost_jax import checkpointing, predict
 from cost_jax.data import sampling, transforms
+from cost_jax.data.labels import read_label_names
 from cost_jax.inference import loading, video_clips
 from cost_jax.state import TrainState
 from cost_jax.weights import import_mmaction2
@@ -206,4 +207,4 @@ def test_loading_errors_name_the_problem(tmp_path, saved_dir):
     loading.load_bundle(str(empty))
   as_json = tmp_path / 'names.json'
   as_json.write_text(json.dumps({str(i): n for i, n in enumerate(NAMES)}))
-  assert loading.read_label_names(str(as_json)) == NAMES
+  assert read_label_names(str(as_json)) == NAMES

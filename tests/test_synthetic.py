@@ -5,8 +5,9 @@ import os
 import av
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-from cost_jax.data import schema
+from cost_jax.data import labels, schema
 from data_prep import build, convert, synthetic
 
 TINY = synthetic.SyntheticConfig(num_classes=4, train_per_class=2, val_per_class=1, frames=8,
@@ -26,7 +27,7 @@ def tiny_dataset(tmp_path_factory):
 
 def test_list_files_and_labels_are_valid(tiny_dataset):
   _, paths = tiny_dataset
-  assert convert.read_label_map(paths["labels"]) == [
+  assert labels.read_label_names(paths["labels"]) == [
       "move_right", "move_left", "move_down", "move_up"]
   for split, per_class in (("train", 2), ("val", 1)):
     entries = build.read_list_file(paths[f"{split}_list"], paths["video_root"])
@@ -114,10 +115,18 @@ def test_generate_and_convert_writes_both_splits(tmp_path):
   manifest = schema.read_manifest(str(tmp_path / "tfrecords"), "val")
   assert manifest["label_map"] == ["move_right", "move_left"]
   assert [s["num_examples"] for s in manifest["shards"]] == [1, 1]
+  builder = tfds.builder_from_directory(str(tmp_path / "tfrecords"))
+  assert builder.info.name == synthetic.DATASET_NAME
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 4, "val": 2}
+  videos = [e["video"] for e in tfds.as_numpy(builder.as_dataset(split="val"))]
+  assert [v.shape for v in videos] == [(6, 16, 16, 3)] * 2
 
 
 def test_bad_options_are_rejected(tmp_path, capsys):
   with pytest.raises(ValueError, match="num_classes=3"):
     synthetic.SyntheticConfig(num_classes=3)
-  assert synthetic.main(["--output", str(tmp_path), "--num-classes", "10"]) == 2
-  assert "num_classes=10" in capsys.readouterr().err
+  assert synthetic.main([f"--output={tmp_path}", "--num_classes=10"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1 and "num_classes=10" in err
+  assert synthetic.main([f"--output={tmp_path}", "--num-classes=4"]) == 2
+  assert "Unknown command line flag 'num-classes'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tiny TFRecord splits for tests, written in the `cost_jax.data.schema` layout.
+"""Tiny dataset splits for tests, written in the `cost_jax.data.schema` layout (TFDS datasets).
 
 `pattern_video` makes frames that survive JPEG and resizing: red encodes the frame number,
 green the video id, blue is a left-to-right ramp (shows flips). `read_pattern` recovers
@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from cost_jax.data import schema
+from cost_jax.data import integrity, schema
+from data_prep import dataset_writer
 
 PATTERN_STEP = 8            # grey levels between consecutive frame / video codes
 MAX_PATTERN_CODE = 256 // PATTERN_STEP
@@ -40,36 +41,54 @@ def read_pattern(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return frames, videos, slope.astype(np.int64)
 
 
-def encode_video(frames: np.ndarray, label: int, filename: str, label_text: str = "",
-                 fps: float = 25.0, quality: int = 95) -> bytes:
-  """One serialized SequenceExample of uint8 (T, H, W, 3) RGB frames, JPEG-encoded."""
+def encode_frames(frames: np.ndarray, image_format: str = "jpeg", quality: int = 95
+                  ) -> list[bytes]:
+  """uint8 (T, H, W, 3) RGB frames as JPEG (4:4:4) or PNG bytes."""
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"{filename}: frames must be uint8 (T, H, W, 3), got {frames.dtype} "
-                     f"{frames.shape}")
-  num_frames, height, width, _ = frames.shape
-  jpegs = [tf.io.encode_jpeg(f, quality=quality, chroma_downsampling=False).numpy()
-           for f in frames]
-  ints = {schema.LABEL_INDEX_KEY: label, schema.NUM_FRAMES_KEY: num_frames,
-          schema.HEIGHT_KEY: height, schema.WIDTH_KEY: width,
-          schema.ORIGINAL_HEIGHT_KEY: height, schema.ORIGINAL_WIDTH_KEY: width}
-  context = {k: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-             for k, v in ints.items()}
-  context[schema.FPS_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=[fps]))
-  for key, text in ((schema.LABEL_TEXT_KEY, label_text), (schema.FILENAME_KEY, filename)):
-    context[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
-  frame_list = tf.train.FeatureList(
-      feature=[tf.train.Feature(bytes_list=tf.train.BytesList(value=[j])) for j in jpegs])
-  example = tf.train.SequenceExample(
-      context=tf.train.Features(feature=context),
-      feature_lists=tf.train.FeatureLists(feature_list={schema.FRAMES_KEY: frame_list}))
-  return example.SerializeToString()
+    raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+  if image_format == "png":
+    return [tf.io.encode_png(f).numpy() for f in frames]
+  return [tf.io.encode_jpeg(f, quality=quality, chroma_downsampling=False).numpy()
+          for f in frames]
+
+
+def encode_video(frames: np.ndarray, label: int, filename: str, label_map: Sequence[str],
+                 fps: float = 25.0, image_format: str = "jpeg", quality: int = 95) -> bytes:
+  """One serialized record (the schema's tf.train.Example) of uint8 (T, H, W, 3) RGB frames."""
+  frames = np.asarray(frames)
+  serializer = dataset_writer.ExampleSerializer(label_map, image_format)
+  _, height, width, _ = frames.shape
+  return serializer.serialize(encode_frames(frames, image_format, quality), label=label,
+                              video_id=filename, fps=fps, height=height, width=width,
+                              original_height=height, original_width=width)
+
+
+def write_manifest(data_dir: str, split: str, shards: Sequence[tuple[str, int]],
+                   label_map: Sequence[str], image_format: str = "jpeg",
+                   name: str = "test_videos") -> dict:
+  """Writes the manifest of existing shard files ((file, num_examples) in order) and TFDS's
+  metadata, as data_prep does; returns the manifest."""
+  entries = [{"file": file, "num_examples": int(n),
+              "num_bytes": os.path.getsize(os.path.join(data_dir, file)),
+              "sha256": integrity.sha256_file(os.path.join(data_dir, file))}
+             for file, n in shards]
+  manifest = {
+      "schema_version": schema.SCHEMA_VERSION, "split": split, "name": name,
+      "num_examples": sum(e["num_examples"] for e in entries), "num_classes": len(label_map),
+      "label_map": list(label_map), "label_map_sha256": schema.label_map_sha256(label_map),
+      "options": {"source": "tests/tfrecord_factory.py", "image_format": image_format},
+      "shards": entries, "num_skipped": 0, "num_truncated": 0}
+  with dataset_writer.metadata_lock(data_dir):
+    schema.write_json_atomic(schema.manifest_path(data_dir, split), manifest)
+    dataset_writer.write_tfds_metadata(data_dir)
+  return manifest
 
 
 def write_split(data_dir: str, split: str, videos: Sequence[tuple[np.ndarray, int]],
                 label_map: Sequence[str], num_shards: int = 1,
-                shard_sizes: Sequence[int] | None = None) -> dict:
-  """Writes `videos` ((frames, label) pairs, in order) as shards plus a manifest.
+                shard_sizes: Sequence[int] | None = None, image_format: str = "jpeg") -> dict:
+  """Writes `videos` ((frames, label) pairs, in order) as shards, a manifest and TFDS metadata.
 
   Videos go to shards contiguously, so a video's position in `videos` is its global index.
   `shard_sizes` (summing to len(videos)) overrides the even split. Returns the manifest.
@@ -85,13 +104,8 @@ def write_split(data_dir: str, split: str, videos: Sequence[tuple[np.ndarray, in
     with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
       for j in range(start, start + size):
         frames, label = videos[j]
-        writer.write(encode_video(frames, label, f"video_{j:04d}.mp4", label_map[label]))
-    shards.append({"file": name, "num_examples": int(size)})
+        writer.write(encode_video(frames, label, f"video_{j:04d}.mp4", label_map,
+                                  image_format=image_format))
+    shards.append((name, size))
     start += size
-  manifest = {
-      "schema_version": schema.SCHEMA_VERSION, "split": split, "num_examples": len(videos),
-      "num_classes": len(label_map), "label_map": list(label_map),
-      "label_map_sha256": schema.label_map_sha256(label_map),
-      "options": {"source": "tests/tfrecord_factory.py"}, "shards": shards, "num_skipped": 0}
-  schema.write_json_atomic(schema.manifest_path(data_dir, split), manifest)
-  return manifest
+  return write_manifest(data_dir, split, shards, label_map, image_format)

@@ -8,6 +8,8 @@ import struct
 import av
 import numpy as np
 
+from data_prep import natural_video
+
 
 def pattern_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
   """A (T, H, W, 3) uint8 video: smooth random colours with a bright bar moving right."""
@@ -24,11 +26,13 @@ def pattern_frames(num_frames: int, height: int, width: int, seed: int = 0) -> n
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx264",
-                faststart: bool = True, pix_fmt: str = "yuv420p") -> str:
+                faststart: bool = True, pix_fmt: str = "yuv420p",
+                codec_options: dict[str, str] | None = None) -> str:
   """Writes uint8 RGB frames (T, H, W, 3) as a video; container from the file extension.
 
   `faststart` moves the mp4 index to the front, so a truncated copy stays partly decodable.
   x264/yuv420p needs even H and W; use codec="mjpeg", pix_fmt="yuvj444p" for odd sizes.
+  `codec_options` go to the encoder (e.g. {"crf": "23"} for libx264).
   """
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -39,6 +43,8 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
     stream = container.add_stream(codec, rate=fps)
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = pix_fmt
+    if codec_options:
+      stream.options = dict(codec_options)
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
     container.mux(stream.encode())
@@ -87,3 +93,8 @@ def write_bytes(path: str, data: bytes) -> str:
   with open(path, "wb") as f:
     f.write(data)
   return path
+
+
+# Realistic footage (natural image statistics, camera and object motion): data_prep's generator,
+# shared with the benchmarks.
+natural_frames = natural_video.natural_frames

@@ -1,59 +1,47 @@
-"""tf.data input pipelines over the TFRecord shards of `cost_jax.data.schema`.
+"""tf.data input pipelines over a converted dataset (`cost_jax.data.schema`: a TFDS dataset).
 
-* Each host reads the shard files ``shards[process_index::process_count]``.
-* Training is an infinite, deterministic stream: epoch e of host h reads its files in an order
-  drawn from (seed, h, e); each record is parsed, its frames sampled and only the sampled JPEGs
-  kept (so the shuffle buffer holds a few frames per video, not whole videos), with all its
-  randomness from a stateless RNG keyed by (seed, h, e, read position); then examples are
-  shuffled with a buffer seeded from (seed, h, e), decoded and augmented. `start_step`
-  therefore resumes exactly: whole epochs are skipped for free and, inside the epoch, skipped
-  examples are read and parsed but never decoded.
-* Only the sampled JPEGs of a video are decoded.
-* Evaluation reads each host's files once in shard order, attaches the global video index
+* Records are parsed with the dataset's own TFDS feature definition (``features.json``, the
+  one data_prep wrote with), frames left encoded; only the sampled frames of a video are
+  decoded (JPEG or PNG, as the dataset says).
+* Each host reads its part of the split from TFDS's per-process split
+  (`tfds.split_for_jax_process`: contiguous, equal within one example), as slices of shards.
+* Training is an infinite, deterministic stream: epoch e of host h reads its slices in an order
+  drawn from (seed, h, e), interleaved; each record is parsed, its frames sampled and only the
+  sampled frames kept (so the shuffle buffer holds a few frames per video, not whole videos),
+  with all its randomness from a stateless RNG keyed by (seed, h, e, read position); then
+  examples are shuffled with a buffer seeded from (seed, h, e), decoded and augmented.
+  `start_step` therefore resumes exactly: whole epochs are skipped for free and, inside the
+  epoch, skipped examples are read and parsed but never decoded.
+* Evaluation reads each host's slices once in shard order, attaches the global video index
   (position in shard order), and pads with masked examples so every host yields the same
-  number of batches, computed from the manifest.
+  number of batches.
+* A shard that is damaged (truncated, corrupted, unreadable) stops the pipeline with an error
+  naming it (`records.shard_records`); iterate with `numpy_batches` to get it as one-line
+  `DatasetError`. `get_dataset_info` checks shard sizes before anything is read.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cost_jax.data import sampling
-from cost_jax.data import schema
-from cost_jax.data import transforms
+from cost_jax.data import dataset as dataset_lib
+from cost_jax.data import integrity, records, sampling, schema, transforms
 
-_INTERLEAVE_CYCLE = 8   # shard files read at once per host
+_INTERLEAVE_CYCLE = 8   # shard slices read at once per host
+
+get_dataset_info = dataset_lib.get_dataset_info
+check_shard_sizes = integrity.check_shard_sizes
 
 
-def get_dataset_info(data_dir: str, split: str) -> dict[str, Any]:
-  """num_examples, num_classes, label_map and the manifest of `split`; checks the shard files."""
-  manifest = schema.read_manifest(data_dir, split)
-  path = schema.manifest_path(data_dir, split)
-  shards = manifest["shards"]
-  if not shards:
-    raise ValueError(f"{path}: no shards listed")
-  for shard in shards:
-    if not {"file", "num_examples"} <= set(shard):
-      raise ValueError(f"{path}: shard entry {shard!r} lacks 'file' or 'num_examples'")
-    if not os.path.exists(os.path.join(data_dir, shard["file"])):
-      raise FileNotFoundError(f"{path}: shard {shard['file']!r} is missing in {data_dir}")
-  total = sum(int(s["num_examples"]) for s in shards)
-  if total != manifest["num_examples"]:
-    raise ValueError(f"{path}: shards hold {total} examples but num_examples is "
-                     f"{manifest['num_examples']}")
-  if len(manifest["label_map"]) != manifest["num_classes"]:
-    raise ValueError(f"{path}: label_map has {len(manifest['label_map'])} names but "
-                     f"num_classes is {manifest['num_classes']}")
-  return dict(num_examples=int(manifest["num_examples"]),
-              num_classes=int(manifest["num_classes"]),
-              label_map=list(manifest["label_map"]), manifest=manifest)
+def numpy_batches(ds: tf.data.Dataset) -> Iterator[Any]:
+  """`ds.as_numpy_iterator()`, with a damaged shard reported as a one-line `DatasetError`."""
+  return records.named_errors(ds.as_numpy_iterator())
 
 
 def _host_ids(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -64,45 +52,45 @@ def _host_ids(process_index: int | None, process_count: int | None) -> tuple[int
   return index, count
 
 
-def host_shards(manifest: dict[str, Any], process_index: int, process_count: int
-                ) -> tuple[list[str], list[int], list[int]]:
-  """(files, counts, first global index) of the shards read by one host, in shard order."""
-  starts = np.cumsum([0] + [int(s["num_examples"]) for s in manifest["shards"]])
-  chosen = list(range(len(manifest["shards"])))[process_index::process_count]
-  return ([manifest["shards"][i]["file"] for i in chosen],
-          [int(manifest["shards"][i]["num_examples"]) for i in chosen],
-          [int(starts[i]) for i in chosen])
+def _parse_fn(video_features: Any, num_classes: int
+              ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+  """serialized tf.train.Example -> (encoded frames (T,) string, label int32), parsed with the
+  parsing spec of the dataset's TFDS features (only the features needed; frames stay encoded:
+  TFDS's own decoding would decode every frame, or map over them one by one)."""
+  from tensorflow_datasets.core import example_parser  # pylint: disable=g-import-not-at-top
+  info = video_features.get_serialized_info()
+  parser = example_parser.ExampleParser(
+      {key: info[key] for key in (schema.VIDEO, schema.LABEL, schema.VIDEO_ID)})
 
+  def parse(serialized):
+    example = parser.parse_example(serialized)
+    label, name = example[schema.LABEL], example[schema.VIDEO_ID]
+    tf.debugging.Assert(tf.logical_and(label >= 0, label < num_classes),
+                        [f"label outside [0, {num_classes}) in video", name, label])
+    frames = example[schema.VIDEO]
+    tf.debugging.Assert(tf.size(frames) > 0, ["video has no frames:", name])
+    return frames, tf.cast(label, tf.int32)
 
-def _parse(serialized: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """(encoded frames (T,) string, label int32) of one SequenceExample."""
-  context, sequence = tf.io.parse_single_sequence_example(
-      serialized,
-      context_features={
-          schema.LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
-          schema.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-      },
-      sequence_features={schema.FRAMES_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
-  label = context[schema.LABEL_INDEX_KEY]
-  tf.debugging.Assert(
-      tf.logical_and(label >= 0, label < num_classes),
-      [f"label outside [0, {num_classes}) in video", context[schema.FILENAME_KEY], label])
-  frames = sequence[schema.FRAMES_KEY]
-  tf.debugging.Assert(tf.size(frames) > 0, ["video has no frames:", context[schema.FILENAME_KEY]])
-  return frames, tf.cast(label, tf.int32)
+  return parse
 
 
 def select_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """The distinct JPEGs at `indices` and, per index, its position among them."""
+  """The distinct encoded frames at `indices` and, per index, its position among them."""
   unique, inverse = tf.unique(indices)
   return tf.gather(encoded, unique), inverse
 
 
-def decode_selected(jpegs: tf.Tensor) -> tf.Tensor:
-  """Decodes JPEGs to (N, H, W, 3) uint8 frames (all of a video share one size)."""
-  return tf.map_fn(
-      lambda b: tf.io.decode_jpeg(b, channels=3, dct_method="INTEGER_ACCURATE"), jpegs,
-      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+def decode_selected(images: tf.Tensor, image_format: str = "jpeg") -> tf.Tensor:
+  """Decodes JPEG or PNG frames to (N, H, W, 3) uint8 (all of a video share one size)."""
+  if image_format == "png":
+    def decode(b):
+      return tf.io.decode_png(b, channels=3)
+  elif image_format == "jpeg":
+    def decode(b):
+      return tf.io.decode_jpeg(b, channels=3, dct_method="INTEGER_ACCURATE")
+  else:
+    raise ValueError(f"image_format must be one of {schema.IMAGE_FORMATS}, got {image_format!r}")
+  return tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
 def _check_num_clips(cfg: ml_collections.ConfigDict, key: str) -> None:
@@ -128,9 +116,9 @@ def _epoch_key(base_key: tf.Tensor, epoch: tf.Tensor, purpose: int) -> tf.Tensor
   return fold_in(fold_in(base_key, epoch), purpose)
 
 
-def _train_select_fn(cfg: ml_collections.ConfigDict, num_classes: int, base_key: tf.Tensor
-                     ) -> Callable[..., dict[str, tf.Tensor]]:
-  """Parses a record and keeps only its sampled JPEGs (what the shuffle buffer holds).
+def _train_select_fn(cfg: ml_collections.ConfigDict, parse: Callable[..., Any],
+                     base_key: tf.Tensor) -> Callable[..., dict[str, tf.Tensor]]:
+  """Parses a record and keeps only its sampled frames (what the shuffle buffer holds).
 
   All randomness of the example is drawn here, keyed by (seed, host, epoch, read position).
   """
@@ -142,21 +130,22 @@ def _train_select_fn(cfg: ml_collections.ConfigDict, num_classes: int, base_key:
     key = tf.random.experimental.stateless_fold_in(_epoch_key(base_key, epoch, 1), position)
     draws = tf.random.stateless_uniform([num_clips + transforms.NUM_TRAIN_DRAWS], seed=key,
                                         dtype=tf.float64)
-    encoded, label = _parse(serialized, num_classes)
+    encoded, label = parse(serialized)
     indices = sampling.sample_frame_indices_tf(
         tf.size(encoded), cfg.clip_len, cfg.frame_interval, num_clips, test_mode=False,
         uniform=draws[:num_clips])
-    jpegs, inverse = select_frames(encoded, indices)
-    return {"jpegs": jpegs, "inverse": inverse, "draws": draws[num_clips:], "label": label}
+    images, inverse = select_frames(encoded, indices)
+    return {"images": images, "inverse": inverse, "draws": draws[num_clips:], "label": label}
 
   return fn
 
 
-def _train_augment_fn(cfg: ml_collections.ConfigDict) -> Callable[..., dict[str, tf.Tensor]]:
+def _train_augment_fn(cfg: ml_collections.ConfigDict, image_format: str
+                      ) -> Callable[..., dict[str, tf.Tensor]]:
   def fn(example):
     # Per-frame transforms run once per distinct frame, then frames go to clip order.
     crops = transforms.train_transform(
-        decode_selected(example["jpegs"]), scale_range=cfg.train_scale_range,
+        decode_selected(example["images"], image_format), scale_range=cfg.train_scale_range,
         crop_size=cfg.crop_size, flip_ratio=cfg.flip_ratio, uniform=example["draws"])
     clip = tf.gather(crops, example["inverse"])
     return {"clips": tf.ensure_shape(clip, [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]),
@@ -165,8 +154,8 @@ def _train_augment_fn(cfg: ml_collections.ConfigDict) -> Callable[..., dict[str,
   return fn
 
 
-def _eval_example_fn(cfg: ml_collections.ConfigDict, num_classes: int, mode: str
-                     ) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
+def _eval_example_fn(cfg: ml_collections.ConfigDict, parse: Callable[..., Any], mode: str,
+                     image_format: str) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
   """Per-example function and the shape of its 'clips'."""
   if mode == "val":
     _check_num_clips(cfg, "val_num_clips")
@@ -182,12 +171,12 @@ def _eval_example_fn(cfg: ml_collections.ConfigDict, num_classes: int, mode: str
     raise ValueError(f"mode must be 'val' or 'test', got {mode!r}")
 
   def fn(index, serialized):
-    encoded, label = _parse(serialized, num_classes)
+    encoded, label = parse(serialized)
     num_clips = 1 if mode == "val" else cfg.test_num_clips
     indices = sampling.sample_frame_indices_tf(tf.size(encoded), cfg.clip_len,
                                                cfg.frame_interval, num_clips, test_mode=True)
-    jpegs, inverse = select_frames(encoded, indices)
-    frames = decode_selected(jpegs)   # each distinct frame once, transformed once
+    images, inverse = select_frames(encoded, indices)
+    frames = decode_selected(images, image_format)   # each distinct frame once, transformed once
     if mode == "val":
       clips = tf.gather(transforms.val_transform(frames, short_side=cfg.val_short_side,
                                                  crop_size=cfg.crop_size), inverse)
@@ -218,6 +207,53 @@ def _check_batch_size(batch_size: int) -> None:
     raise ValueError(f"batch_size must be a positive int (per host), got {batch_size!r}")
 
 
+def _slice_tensors(slices: Sequence[dataset_lib.ShardSlice]) -> dict[str, tf.Tensor]:
+  return {"path": tf.constant([s.path for s in slices]),
+          "skip": tf.constant([s.skip for s in slices], tf.int64),
+          "stop": tf.constant([s.stop for s in slices], tf.int64),
+          "first": tf.constant([s.first_index for s in slices], tf.int64)}
+
+
+def _reader(data_dir: str) -> Callable[..., tf.data.Dataset]:
+  """(path, skip, stop) -> the records of that shard slice, damaged shards named."""
+  hint = integrity.verify_hint(data_dir)
+
+  def read(path, skip, stop):
+    return records.shard_records(path, stop, skip, verify_hint=hint)
+
+  return read
+
+
+def training_order(read_slice: Callable[[tf.Tensor], tf.data.Dataset], num_slices: int, *,
+                   base_key: tf.Tensor, shuffle_buffer: int, start_epoch: int = 0,
+                   skip: int = 0, select: Callable[..., Any] | None = None) -> tf.data.Dataset:
+  """The infinite training stream of one host: per epoch, its slices in an order drawn from
+  (base_key, epoch), `_INTERLEAVE_CYCLE` read at once, then a shuffle buffer seeded from
+  (base_key, epoch). `select(epoch, position, record)` runs before the buffer (default: keep
+  the record); the first `skip` examples of `start_epoch` are dropped.
+
+  `read_slice(i)` gives the records of slice i; `benchmarks/class_mixing.py` feeds it labels
+  to measure how well classes mix.
+  """
+  cycle = min(num_slices, _INTERLEAVE_CYCLE)
+
+  def epoch_examples(epoch):
+    key = _epoch_key(base_key, epoch, 0)
+    order = tf.argsort(tf.random.stateless_uniform([num_slices], seed=key))
+    shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None,
+                                               dtype=tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+        read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+    if select is not None:
+      ds = ds.enumerate().map(lambda position, record: select(epoch, position, record),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+    return ds.skip(tf.where(tf.equal(epoch, start_epoch), tf.constant(skip, tf.int64),
+                            tf.constant(0, tf.int64)))
+
+  return tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_examples)
+
+
 def create_train_dataset(data_config: ml_collections.ConfigDict, *, batch_size: int, seed: int,
                          start_step: int = 0, process_index: int | None = None,
                          process_count: int | None = None) -> tf.data.Dataset:
@@ -229,42 +265,35 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, batch_size: 
   cfg = data_config
   _check_batch_size(batch_size)
   index, count = _host_ids(process_index, process_count)
-  info = get_dataset_info(cfg.data_dir, cfg.train_split)
-  files, counts, _ = host_shards(info["manifest"], index, count)
-  if not files or sum(counts) == 0:
+  info = get_dataset_info(cfg.data_dir, cfg.train_split)   # checks shard sizes first
+  builder = dataset_lib.load_builder(cfg.data_dir)
+  slices = dataset_lib.host_slices(cfg.data_dir, cfg.train_split, info["manifest"], index, count,
+                                   builder)
+  per_epoch = sum(s.num_examples for s in slices)
+  if per_epoch == 0:
     raise ValueError(
-        f"split {cfg.train_split!r} in {cfg.data_dir} has {len(info['manifest']['shards'])} "
-        f"shards, which leaves host {index} of {count} no training examples; write more shards")
-  per_epoch = sum(counts)
+        f"split {cfg.train_split!r} in {cfg.data_dir} has {info['num_examples']} videos, which "
+        f"leaves host {index} of {count} no training examples")
   start_epoch, skip = divmod(int(start_step) * batch_size, per_epoch)
-  paths = tf.constant([os.path.join(cfg.data_dir, f) for f in files])
   base_key = tf.constant([seed, index], tf.int64)
-  cycle = min(len(files), _INTERLEAVE_CYCLE)
+  parse = _parse_fn(builder.info.features, info["num_classes"])
+  tensors = _slice_tensors(slices)
+  read = _reader(cfg.data_dir)
 
-  select = _train_select_fn(cfg, info["num_classes"], base_key)
+  def read_slice(i):
+    return read(tensors["path"][i], tensors["skip"][i], tensors["stop"][i])
 
-  def epoch_examples(epoch):
-    key = _epoch_key(base_key, epoch, 0)
-    order = tf.argsort(tf.random.stateless_uniform([len(files)], seed=key))
-    shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None,
-                                               dtype=tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(tf.gather(paths, order)).interleave(
-        tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=cycle,
-        deterministic=True)
-    ds = ds.enumerate().map(lambda position, record: select(epoch, position, record),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-    return ds.skip(tf.where(tf.equal(epoch, start_epoch), tf.constant(skip, tf.int64),
-                            tf.constant(0, tf.int64)))
-
-  ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_examples)
-  ds = ds.map(_train_augment_fn(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = training_order(read_slice, len(slices), base_key=base_key,
+                      shuffle_buffer=cfg.shuffle_buffer, start_epoch=start_epoch, skip=skip,
+                      select=_train_select_fn(cfg, parse, base_key))
+  ds = ds.map(_train_augment_fn(cfg, info["image_format"]), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
   return _finish(ds, cfg, batch_size)
 
 
 def eval_num_batches(manifest: dict[str, Any], batch_size: int, process_count: int) -> int:
   """Batches every host yields: the largest ceil(host examples / batch_size) over hosts."""
-  return max(math.ceil(sum(host_shards(manifest, i, process_count)[1]) / batch_size)
+  return max(math.ceil(dataset_lib.num_host_examples(manifest, i, process_count) / batch_size)
              for i in range(process_count))
 
 
@@ -282,24 +311,29 @@ def create_eval_dataset(data_config: ml_collections.ConfigDict, *, split: str, b
   _check_batch_size(batch_size)
   index, count = _host_ids(process_index, process_count)
   info = get_dataset_info(cfg.data_dir, split)
-  files, counts, starts = host_shards(info["manifest"], index, count)
+  builder = dataset_lib.load_builder(cfg.data_dir)
+  slices = dataset_lib.host_slices(cfg.data_dir, split, info["manifest"], index, count, builder)
+  num_real = sum(s.num_examples for s in slices)
   num_batches = eval_num_batches(info["manifest"], batch_size, count)
-  example_fn, shape = _eval_example_fn(cfg, info["num_classes"], mode)
+  example_fn, shape = _eval_example_fn(cfg, _parse_fn(builder.info.features,
+                                                      info["num_classes"]),
+                                       mode, info["image_format"])
   padding = {"clips": tf.zeros(shape, tf.uint8), "label": tf.constant(0, tf.int32),
              "mask": tf.constant(False), "index": tf.constant(-1, tf.int64)}
-  ds = tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size - sum(counts))
-  if files:
-    def read(path, first):
-      return tf.data.TFRecordDataset(path).enumerate().map(lambda i, r: (first + i, r))
+  ds = tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size - num_real)
+  if slices:
+    read = _reader(cfg.data_dir)
 
-    paths = [os.path.join(cfg.data_dir, f) for f in files]
-    cycle = min(len(files), _INTERLEAVE_CYCLE)
-    real = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths), tf.constant(starts, tf.int64))).interleave(
-            read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+    def read_slice(piece):
+      return read(piece["path"], piece["skip"], piece["stop"]).enumerate().map(
+          lambda i, record: (piece["first"] + i, record))
+
+    cycle = min(len(slices), _INTERLEAVE_CYCLE)
+    real = tf.data.Dataset.from_tensor_slices(_slice_tensors(slices)).interleave(
+        read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
     real = real.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = real.concatenate(ds)
-  # Fails loudly if the shards hold fewer or more records than the manifest says (which would
-  # leave hosts with different batch counts).
+  # Fails loudly if the shards hold more records than the manifest says (which would leave
+  # hosts with different batch counts); fewer records stop in `records.shard_records`.
   ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches * batch_size))
   return _finish(ds, cfg, batch_size), num_batches

@@ -1,15 +1,18 @@
-"""The TFRecord schema shared by `data_prep` (writer) and the input pipeline (reader).
+"""The on-disk dataset format shared by `data_prep` (writer) and the input pipeline (reader).
 
-Each video is one `tf.train.SequenceExample`:
+A converted dataset directory is a TFDS dataset (`tfds.builder_from_directory(DIR)` loads it):
 
-* feature list ``image/encoded``: one JPEG per frame, at the video's native frame rate;
-* context (DMVR-compatible keys plus what exact MMAction2 sampling needs):
-  ``clip/label/index``, ``clip/label/text``, ``video/filename``, ``video/num_frames``,
-  ``video/fps``, ``image/height``, ``image/width`` (stored frames),
-  ``video/original_height``, ``video/original_width``.
+* ``{split}-{i:05d}-of-{n:05d}.tfrecord``: one `tf.train.Example` per video, serialized by TFDS
+  from `features()`; ``dataset_info.json``, ``features.json`` and ``label.labels.txt`` (TFDS's
+  metadata, with the exact split sizes);
+* ``{split}.manifest.json`` (`MANIFEST_KEYS`: schema version, counts, label map and its hash,
+  conversion options, and per shard its size in bytes and SHA-256), ``{split}.skipped.csv``
+  (videos left out or truncated, with the reason) and ``{split}.index.csv`` (which shard and
+  position holds each video);
+* ``label_map.txt``: line i = name of class i.
 
-A split is a set of shards ``{split}-{i:05d}-of-{n:05d}.tfrecord`` plus ``{split}.manifest.json``
-(see `MANIFEST_KEYS`).
+`SCHEMA_VERSION` 1 (before TFDS) stored `tf.train.SequenceExample` records; reading such a
+dataset fails with one line saying to re-run data_prep.
 """
 
 from __future__ import annotations
@@ -19,34 +22,75 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-SCHEMA_VERSION = 1
+import numpy as np
 
-FRAMES_KEY = "image/encoded"
-LABEL_INDEX_KEY = "clip/label/index"
-LABEL_TEXT_KEY = "clip/label/text"
-FILENAME_KEY = "video/filename"
-NUM_FRAMES_KEY = "video/num_frames"
-FPS_KEY = "video/fps"
-HEIGHT_KEY = "image/height"
-WIDTH_KEY = "image/width"
-ORIGINAL_HEIGHT_KEY = "video/original_height"
-ORIGINAL_WIDTH_KEY = "video/original_width"
+SCHEMA_VERSION = 2
 
-INT_CONTEXT_KEYS = (LABEL_INDEX_KEY, NUM_FRAMES_KEY, HEIGHT_KEY, WIDTH_KEY,
-                    ORIGINAL_HEIGHT_KEY, ORIGINAL_WIDTH_KEY)
-FLOAT_CONTEXT_KEYS = (FPS_KEY,)
-BYTES_CONTEXT_KEYS = (LABEL_TEXT_KEY, FILENAME_KEY)
+# Feature names (keys of the tf.train.Example and of the TFDS FeaturesDict).
+VIDEO = "video"                  # one encoded image per native frame (JPEG or PNG)
+MIDDLE_FRAME = "middle_frame"    # frame num_frames // 2 again, as an Image (for previews)
+LABEL = "label"                  # ClassLabel: index and names
+VIDEO_ID = "video_id"            # the video's name (its path in the list / annotations)
+FPS = "fps"
+NUM_FRAMES = "num_frames"        # stored frames = decoded frames
+HEIGHT = "height"                # of the stored frames
+WIDTH = "width"
+ORIGINAL_HEIGHT = "original_height"   # of the decoded video
+ORIGINAL_WIDTH = "original_width"
 
-# Keys every manifest.json carries. ``shards`` is a list of {"file": name, "num_examples": n}
-# in shard order; ``options`` holds the data_prep options used; ``label_map`` is the ordered list
+IMAGE_FORMATS = ("jpeg", "png")   # png is lossless
+FILE_FORMAT = "tfrecord"
+FILENAME_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"
+SPLIT_NAME_PATTERN = r"[A-Za-z0-9_]+"
+
+# Keys every manifest.json carries. ``shards`` is a list of {"file", "num_examples",
+# "num_bytes", "sha256"} in shard order; ``options`` holds the data_prep options used
+# (``image_format``, ``short_side``, ``shuffle_seed``, ...); ``label_map`` is the ordered list
 # of class names (index i = class i).
-MANIFEST_KEYS = ("schema_version", "split", "num_examples", "num_classes", "label_map",
-                 "label_map_sha256", "options", "shards", "num_skipped")
+MANIFEST_KEYS = ("schema_version", "split", "name", "num_examples", "num_classes", "label_map",
+                 "label_map_sha256", "options", "shards", "num_skipped", "num_truncated")
+SHARD_KEYS = ("file", "num_examples", "num_bytes", "sha256")
+
+
+class DatasetError(ValueError):
+  """A converted dataset that cannot be used as it is; the message names the file and says what
+  to do (e.g. re-run data_prep)."""
+
+
+def features(label_names: Sequence[str], image_format: str = "jpeg") -> Any:
+  """The TFDS `FeaturesDict` of one video: what data_prep writes and the pipeline reads."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if image_format not in IMAGE_FORMATS:
+    raise ValueError(f"image format {image_format!r} is not one of {IMAGE_FORMATS}")
+  f = tfds.features
+  return f.FeaturesDict({
+      VIDEO: f.Video(shape=(None, None, None, 3), encoding_format=image_format,
+                     doc="every decoded frame at the native frame rate, one image each"),
+      MIDDLE_FRAME: f.Image(shape=(None, None, 3), encoding_format=image_format,
+                            doc="frame num_frames // 2 (a preview for tfds.show_examples)"),
+      LABEL: f.ClassLabel(names=list(label_names)),
+      VIDEO_ID: f.Text(doc="the video's path as given in the list or annotations"),
+      FPS: f.Scalar(np.float32, doc="frames per second of the source video"),
+      NUM_FRAMES: f.Scalar(np.int64, doc="number of stored (decodable) frames"),
+      HEIGHT: f.Scalar(np.int64, doc="height of the stored frames"),
+      WIDTH: f.Scalar(np.int64, doc="width of the stored frames"),
+      ORIGINAL_HEIGHT: f.Scalar(np.int64, doc="height of the decoded source video"),
+      ORIGINAL_WIDTH: f.Scalar(np.int64, doc="width of the decoded source video"),
+  })
+
+
+def image_format_of(video_features: Any) -> str:
+  """'jpeg' or 'png': how the frames of a `features()` dict are encoded."""
+  fmt = video_features[VIDEO].feature.encoding_format
+  if fmt not in IMAGE_FORMATS:
+    raise DatasetError(f"frames are stored as {fmt!r}, which this version cannot read "
+                       f"({IMAGE_FORMATS})")
+  return fmt
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
-  """File name of shard `index` of `num_shards` for `split`."""
-  return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+  """File name of shard `index` of `num_shards` for `split` (`FILENAME_TEMPLATE`)."""
+  return f"{split}-{index:05d}-of-{num_shards:05d}.{FILE_FORMAT}"
 
 
 def manifest_path(data_dir: str, split: str) -> str:
@@ -55,6 +99,10 @@ def manifest_path(data_dir: str, split: str) -> str:
 
 def skipped_path(data_dir: str, split: str) -> str:
   return os.path.join(data_dir, f"{split}.skipped.csv")
+
+
+def index_path(data_dir: str, split: str) -> str:
+  return os.path.join(data_dir, f"{split}.index.csv")
 
 
 def label_map_path(data_dir: str) -> str:
@@ -66,24 +114,53 @@ def label_map_sha256(label_map: Sequence[str]) -> str:
   return hashlib.sha256("\n".join(label_map).encode("utf-8")).hexdigest()
 
 
+def check_manifest(manifest: Mapping[str, Any], path: str) -> None:
+  """Raises DatasetError for an old schema version or an inconsistent manifest."""
+  version = manifest.get("schema_version")
+  if version != SCHEMA_VERSION:
+    raise DatasetError(
+        f"{path} was written by another data_prep (schema version {version}; this version "
+        f"reads {SCHEMA_VERSION}, a TFDS dataset of tf.train.Example records): re-run data_prep "
+        "on the videos to convert them again")
+  missing = [k for k in MANIFEST_KEYS if k not in manifest]
+  if missing:
+    raise DatasetError(f"{path}: manifest lacks keys {missing}")
+  if label_map_sha256(manifest["label_map"]) != manifest["label_map_sha256"]:
+    raise DatasetError(f"{path}: label_map_sha256 does not match its label_map")
+  if len(manifest["label_map"]) != manifest["num_classes"]:
+    raise DatasetError(f"{path}: label_map has {len(manifest['label_map'])} names but "
+                       f"num_classes is {manifest['num_classes']}")
+  shards = manifest["shards"]
+  if not shards:
+    raise DatasetError(f"{path}: no shards listed")
+  for shard in shards:
+    if not isinstance(shard, Mapping) or not set(SHARD_KEYS) <= set(shard):
+      raise DatasetError(f"{path}: shard entry {shard!r} lacks one of {SHARD_KEYS}")
+  total = sum(int(s["num_examples"]) for s in shards)
+  if total != manifest["num_examples"]:
+    raise DatasetError(f"{path}: shards hold {total} examples but num_examples is "
+                       f"{manifest['num_examples']}")
+
+
 def read_manifest(data_dir: str, split: str) -> dict[str, Any]:
-  """Reads and checks `{split}.manifest.json`; errors name the file and the problem."""
+  """Reads and checks `{split}.manifest.json`; errors name the file and the problem.
+
+  FileNotFoundError for a missing directory or manifest, DatasetError for anything else.
+  """
   path = manifest_path(data_dir, split)
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"no manifest for split {split!r}: {path} is missing (run data_prep first)")
-  with open(path) as f:
-    manifest = json.load(f)
-  missing = [k for k in MANIFEST_KEYS if k not in manifest]
-  if missing:
-    raise ValueError(f"{path}: manifest lacks keys {missing}")
-  if manifest["schema_version"] != SCHEMA_VERSION:
-    raise ValueError(f"{path}: schema_version {manifest['schema_version']} is not "
-                     f"{SCHEMA_VERSION}; re-run data_prep")
-  if label_map_sha256(manifest["label_map"]) != manifest["label_map_sha256"]:
-    raise ValueError(f"{path}: label_map_sha256 does not match its label_map")
+  try:
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise DatasetError(f"{path}: unreadable manifest ({e}); re-run data_prep") from None
+  if not isinstance(manifest, dict):
+    raise DatasetError(f"{path}: not a manifest (a JSON object is expected)")
+  check_manifest(manifest, path)
   return manifest
 
 

@@ -20,9 +20,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cost_jax.data import sampling, transforms
-from data_prep import video_decode
-from data_prep.video_decode import BadVideoError
+from cost_jax.data import sampling, transforms, video_decode
+from cost_jax.data.video_decode import BadVideoError
 
 __all__ = ['BadVideoError', 'VideoFrames', 'num_clips_for_views', 'read_video', 'video_views',
            'views_from_frames']
