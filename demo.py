@@ -28,18 +28,19 @@ flags.DEFINE_string('workdir', 'demo_out', 'Where data, runs and results go.')
 flags.DEFINE_list('archs', ['costb', 'c2d'], 'Models to train, among costb and c2d.')
 
 # The synthetic dataset of the demo: the first two class pairs (4 classes, all translations).
-SYNTHETIC = dict(num_classes=4, train_per_class=150, val_per_class=25, frames=32, size=64,
-                 seed=0)
+SYNTHETIC = dict(num_classes=4, train_per_class=150, val_per_class=25, frames=32, size=64, seed=0)
 CONFIGS = {'costb': 'configs.demo_costb', 'c2d': 'configs.demo_c2d'}
 
 
 def prepare_data(workdir: str) -> str:
   """Generates and converts the synthetic dataset (reused when already there); the TFRecord dir."""
   from data_prep import convert, synthetic
+
   output = os.path.join(workdir, 'data')
   options = convert.ConvertOptions(short_side=0, num_shards=4, progress=False)
-  summaries = synthetic.generate_and_convert(output, synthetic.SyntheticConfig(**SYNTHETIC),
-                                             options)
+  summaries = synthetic.generate_and_convert(
+    output, synthetic.SyntheticConfig(**SYNTHETIC), options
+  )
   if convert.report(summaries):
     raise RuntimeError(f'the synthetic dataset in {output} could not be converted')
   return os.path.join(output, 'tfrecords')
@@ -50,6 +51,7 @@ def run_arch(arch: str, data_dir: str, workdir: str) -> dict[str, Any]:
   import importlib
 
   from cost_jax import evaluate, train
+
   config = importlib.import_module(CONFIGS[arch]).get_config()
   config.data.data_dir = data_dir
   run_dir = os.path.join(workdir, arch)
@@ -57,24 +59,36 @@ def run_arch(arch: str, data_dir: str, workdir: str) -> dict[str, Any]:
   summary = train.train_and_evaluate(config, run_dir)
   train_seconds = time.monotonic() - start
   tested = evaluate.run_test_protocol(config, run_dir)
-  return {'arch': arch, 'val_top1': (summary['val'] or {}).get('top1'),
-          'test_top1': tested['metrics']['top1'], 'test_top5': tested['metrics']['top5'],
-          'test_mean_class_accuracy': tested['metrics']['mean_class_accuracy'],
-          'views': tested['num_views'], 'steps': summary['step'],
-          'train_seconds': train_seconds, 'workdir': run_dir}
+  return {
+    'arch': arch,
+    'val_top1': (summary['val'] or {}).get('top1'),
+    'test_top1': tested['metrics']['top1'],
+    'test_top5': tested['metrics']['top5'],
+    'test_mean_class_accuracy': tested['metrics']['mean_class_accuracy'],
+    'views': tested['num_views'],
+    'steps': summary['step'],
+    'train_seconds': train_seconds,
+    'workdir': run_dir,
+  }
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
   """A markdown table of the results."""
+
   def pct(x):
     return '-' if x is None else f'{100 * x:.1f}'
-  lines = ['| model | val top-1 (1 clip) | test top-1 | test top-5 | mean class acc. | views | '
-           'steps | train time |',
-           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+
+  lines = [
+    '| model | val top-1 (1 clip) | test top-1 | test top-5 | mean class acc. | views | '
+    'steps | train time |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ]
   for r in rows:
-    lines.append(f"| {r['arch']} | {pct(r['val_top1'])} | {pct(r['test_top1'])} | "
-                 f"{pct(r['test_top5'])} | {pct(r['test_mean_class_accuracy'])} | {r['views']} | "
-                 f"{r['steps']} | {r['train_seconds']:.0f} s |")
+    lines.append(
+      f'| {r["arch"]} | {pct(r["val_top1"])} | {pct(r["test_top1"])} | '
+      f'{pct(r["test_top5"])} | {pct(r["test_mean_class_accuracy"])} | {r["views"]} | '
+      f'{r["steps"]} | {r["train_seconds"]:.0f} s |'
+    )
   return '\n'.join(lines)
 
 
@@ -85,8 +99,10 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--archs: unknown {sorted(unknown)}; choose from {sorted(CONFIGS)}')
   import tensorflow as tf
+
   tf.config.set_visible_devices([], 'GPU')
   from cost_jax import checkpointing
+
   checkpointing.quiet_orbax_logs()
   workdir = os.path.abspath(FLAGS.workdir)
   start = time.monotonic()
@@ -98,8 +114,10 @@ def main(argv):
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(rows, f, indent=2)
   logging.info('Demo finished in %.0f s', time.monotonic() - start)
-  print('\nSynthetic frame-order dataset: 4 classes, each the time reversal of another '
-        '(chance 25%; without temporal modelling at most 50%).\n')
+  print(
+    '\nSynthetic frame-order dataset: 4 classes, each the time reversal of another '
+    '(chance 25%; without temporal modelling at most 50%).\n'
+  )
   print(table)
   print(f'\nTotal time {time.monotonic() - start:.0f} s. Results in {workdir}/results.md')
 

@@ -27,7 +27,7 @@ from cost_jax.models import create_model  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())                      # warm-up
+  jax.block_until_ready(fn())  # warm-up
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -60,8 +60,9 @@ def bench_arch(arch: str, impl: str, args) -> dict:
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))
   labels = jnp.zeros((args.batch,), jnp.int32)
   variables = jax.jit(lambda k: model.init({'params': k}, clips[:1]))(jax.random.key(1))
-  tx = optax.chain(optax.clip_by_global_norm(40.0), optax.add_decayed_weights(1e-4),
-                   optax.sgd(0.01, momentum=0.9))
+  tx = optax.chain(
+    optax.clip_by_global_norm(40.0), optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
+  )
   opt_state = tx.init(variables['params'])
 
   def forward(variables, clips):
@@ -69,34 +70,56 @@ def bench_arch(arch: str, impl: str, args) -> dict:
 
   def train_step(params, batch_stats, opt_state, clips, labels, key):
     def loss_fn(params):
-      logits, new_state = model.apply({'params': params, 'batch_stats': batch_stats}, clips,
-                                      train=True, mutable=['batch_stats'],
-                                      rngs={'dropout': key})
+      logits, new_state = model.apply(
+        {'params': params, 'batch_stats': batch_stats},
+        clips,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': key},
+      )
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new_state
+
     grads, new_state = jax.grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_state['batch_stats'], opt_state
 
   fwd, fwd_compile, fwd_flops = compile_and_flops(forward, variables, clips)
-  step_args = (variables['params'], variables['batch_stats'], opt_state, clips, labels,
-               jax.random.key(2))
+  step_args = (
+    variables['params'],
+    variables['batch_stats'],
+    opt_state,
+    clips,
+    labels,
+    jax.random.key(2),
+  )
   step, step_compile, step_flops = compile_and_flops(train_step, *step_args)
   fwd_s = median_seconds(lambda: fwd(variables, clips), args.repeats)
   step_s = median_seconds(lambda: step(*step_args), args.repeats)
-  return dict(arch=arch, impl=impl, batch=args.batch, frames=args.frames, size=args.size,
-              forward_clips_per_s=args.batch / fwd_s, train_clips_per_s=args.batch / step_s,
-              forward_compile_s=fwd_compile, train_compile_s=step_compile,
-              forward_gflops_per_clip=fwd_flops / args.batch / 1e9,
-              train_gflops_per_clip=step_flops / args.batch / 1e9,
-              forward_gflops_per_s=fwd_flops / fwd_s / 1e9,
-              train_gflops_per_s=step_flops / step_s / 1e9)
+  return dict(
+    arch=arch,
+    impl=impl,
+    batch=args.batch,
+    frames=args.frames,
+    size=args.size,
+    forward_clips_per_s=args.batch / fwd_s,
+    train_clips_per_s=args.batch / step_s,
+    forward_compile_s=fwd_compile,
+    train_compile_s=step_compile,
+    forward_gflops_per_clip=fwd_flops / args.batch / 1e9,
+    train_gflops_per_clip=step_flops / args.batch / 1e9,
+    forward_gflops_per_s=fwd_flops / fwd_s / 1e9,
+    train_gflops_per_s=step_flops / step_s / 1e9,
+  )
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--archs', default='c2d,i3d,costa,costb')
-  parser.add_argument('--impls', default='fold2d,conv3d',
-                      help='CoST formulations to time (C2D/I3D use the first only)')
+  parser.add_argument(
+    '--impls',
+    default='fold2d,conv3d',
+    help='CoST formulations to time (C2D/I3D use the first only)',
+  )
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--size', type=int, default=224)
@@ -105,8 +128,10 @@ def main() -> None:
   args = parser.parse_args()
 
   peak = matmul_peak_gflops()
-  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()}, '
-        f'fp32 matmul peak {peak:.0f} GFLOP/s (2048^2, median)')
+  print(
+    f'device: {jax.devices()[0].device_kind} x{jax.device_count()}, '
+    f'fp32 matmul peak {peak:.0f} GFLOP/s (2048^2, median)'
+  )
   rows = []
   impls = args.impls.split(',')
   for arch in args.archs.split(','):
@@ -115,30 +140,37 @@ def main() -> None:
       row['forward_peak_fraction'] = row['forward_gflops_per_s'] / peak
       row['train_peak_fraction'] = row['train_gflops_per_s'] / peak
       rows.append(row)
-      print(f"  measured {arch}/{impl}", flush=True)
+      print(f'  measured {arch}/{impl}', flush=True)
 
-  header = ('| arch | CoST impl | fwd clips/s | train clips/s | compile fwd / train (s) | '
-            'GFLOPs/clip fwd / train | % peak fwd / train |')
+  header = (
+    '| arch | CoST impl | fwd clips/s | train clips/s | compile fwd / train (s) | '
+    'GFLOPs/clip fwd / train | % peak fwd / train |'
+  )
   print(f'\nbatch {args.batch}, {args.frames}x{args.size}x{args.size}, fp32\n')
   print(header)
   print('|' + '---|' * 7)
   for r in rows:
-    print(f"| {r['arch']} | {r['impl'] if r['arch'] in ('costa', 'costb') else '-'} | "
-          f"{r['forward_clips_per_s']:.2f} | {r['train_clips_per_s']:.3f} | "
-          f"{r['forward_compile_s']:.1f} / {r['train_compile_s']:.1f} | "
-          f"{r['forward_gflops_per_clip']:.1f} / {r['train_gflops_per_clip']:.1f} | "
-          f"{100 * r['forward_peak_fraction']:.0f} / {100 * r['train_peak_fraction']:.0f} |")
+    print(
+      f'| {r["arch"]} | {r["impl"] if r["arch"] in ("costa", "costb") else "-"} | '
+      f'{r["forward_clips_per_s"]:.2f} | {r["train_clips_per_s"]:.3f} | '
+      f'{r["forward_compile_s"]:.1f} / {r["train_compile_s"]:.1f} | '
+      f'{r["forward_gflops_per_clip"]:.1f} / {r["train_gflops_per_clip"]:.1f} | '
+      f'{100 * r["forward_peak_fraction"]:.0f} / {100 * r["train_peak_fraction"]:.0f} |'
+    )
   for arch in ('costa', 'costb'):
     pair = {r['impl']: r for r in rows if r['arch'] == arch}
     if {'fold2d', 'conv3d'} <= pair.keys():
       fold, plain = pair['fold2d'], pair['conv3d']
-      print(f"{arch}: fold2d / conv3d speed-up: forward "
-            f"{fold['forward_clips_per_s'] / plain['forward_clips_per_s']:.2f}x, "
-            f"train {fold['train_clips_per_s'] / plain['train_clips_per_s']:.2f}x")
+      print(
+        f'{arch}: fold2d / conv3d speed-up: forward '
+        f'{fold["forward_clips_per_s"] / plain["forward_clips_per_s"]:.2f}x, '
+        f'train {fold["train_clips_per_s"] / plain["train_clips_per_s"]:.2f}x'
+      )
   os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
   with open(args.json, 'w') as f:
-    json.dump(dict(matmul_peak_gflops=peak, device=jax.devices()[0].device_kind, rows=rows), f,
-              indent=2)
+    json.dump(
+      dict(matmul_peak_gflops=peak, device=jax.devices()[0].device_kind, rows=rows), f, indent=2
+    )
   print(f'\nwrote {args.json}')
 
 

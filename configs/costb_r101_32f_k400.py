@@ -15,6 +15,6 @@ def get_config():
   config.model.conv1_kernel = (5, 7, 7)
   config.model.conv1_stride_t = 2
   config.model.pool1_stride_t = 2
-  config.data.clip_len = 32       # assumed: not given by the official release
+  config.data.clip_len = 32  # assumed: not given by the official release
   config.data.frame_interval = 2  # assumed
   return config

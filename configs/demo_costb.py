@@ -17,15 +17,15 @@ def get_config(arch: str = 'costb'):
   config = base.get_config()
   config.model = base.get_model_config(arch)
   config.model.base_channels = 4
-  config.model.num_classes = 4            # demo.SYNTHETIC
+  config.model.num_classes = 4  # demo.SYNTHETIC
   config.model.bn_group_size = 8
   config.model.dropout_ratio = 0.2
-  config.init.resnet2d = ''               # no ImageNet ResNet exists at width 4: from scratch
+  config.init.resnet2d = ''  # no ImageNet ResNet exists at width 4: from scratch
 
   data = config.data
   data.data_dir = 'demo_out/data/tfrecords'
   data.clip_len = 8
-  data.frame_interval = 4                 # 8 x 4 = the 32 frames of a synthetic video
+  data.frame_interval = 4  # 8 x 4 = the 32 frames of a synthetic video
   data.train_scale_range = (64, 74)
   data.crop_size = 64
   data.val_short_side = 64
@@ -43,7 +43,7 @@ def get_config(arch: str = 'costb'):
   config.optimizer.base_batch_size = 16
   config.optimizer.warmup_epochs = 1
   config.optimizer.lr_decay_epochs = (22, 25)
-  config.num_epochs = 27                  # 37 steps per epoch
+  config.num_epochs = 27  # 37 steps per epoch
   config.eval_every_epochs = 3
   config.log_every_steps = 37
   config.keep_checkpoints = 1

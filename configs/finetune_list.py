@@ -31,11 +31,11 @@ from configs import costb_k400
 def get_config():
   config = costb_k400.get_config()
   config.data.data_dir = 'data/custom/tfrecords'
-  config.model.num_classes = 101          # set to your dataset's (training checks it)
+  config.model.num_classes = 101  # set to your dataset's (training checks it)
   config.init.resnet2d = ''
-  config.init.mmaction2 = ''              # the checkpoint to start from (step 2)
+  config.init.mmaction2 = ''  # the checkpoint to start from (step 2)
   config.init.required = True
-  config.optimizer.base_lr = 0.01         # the new head's; per 64 clips, scaled linearly
+  config.optimizer.base_lr = 0.01  # the new head's; per 64 clips, scaled linearly
   config.optimizer.backbone_lr_mult = 0.1
   config.optimizer.lr_decay_epochs = (20, 27)
   config.num_epochs = 30

@@ -11,5 +11,5 @@ def to_mit(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.test_split = 'val'
   config.num_epochs = 48
   config.optimizer.lr_decay_epochs = (24, 36)
-  config.eval_every_epochs = 1       # official MiT `evaluation.interval` (and checkpoints: 1)
+  config.eval_every_epochs = 1  # official MiT `evaluation.interval` (and checkpoints: 1)
   return config

@@ -33,11 +33,11 @@ from cost_jax.data import transforms
 from cost_jax.inference import loading
 from cost_jax.inference.protocol import PROTOCOL_FIELDS
 
-VIEW_NAMES = ('H-W', 'T-W', 'T-H')   # order of the coefficients (CoSTConv's VIEWS)
+VIEW_NAMES = ('H-W', 'T-W', 'T-H')  # order of the coefficients (CoSTConv's VIEWS)
 JSON_NAME = 'view_weights.json'
 PNG_NAME = 'view_weights.png'
 PER_CLASS_PNG_NAME = 'view_weights_per_class.png'
-MAX_CLASSES_PLOTTED = 60   # more classes are only in the JSON
+MAX_CLASSES_PLOTTED = 60  # more classes are only in the JSON
 
 
 # ----------------------------------------------------------------------------- layers
@@ -90,8 +90,12 @@ class _Moments:
   def summary(self) -> dict[str, list[float]]:
     mean = self.sum / self.count
     std = np.sqrt(np.maximum(self.sum_sq / self.count - np.square(mean), 0.0))
-    return {'mean': mean.tolist(), 'std': std.tolist(), 'min': self.min.tolist(),
-            'max': self.max.tolist()}
+    return {
+      'mean': mean.tolist(),
+      'std': std.tolist(),
+      'min': self.min.tolist(),
+      'max': self.max.tolist(),
+    }
 
 
 def _view_weights_fn(bundle: loading.ModelBundle):
@@ -103,12 +107,13 @@ def _view_weights_fn(bundle: loading.ModelBundle):
     _, state = model.apply(variables, clips, train=False, mutable=['intermediates'])
     flat = traverse_util.flatten_dict(state['intermediates'])
     return {_layer_name(k): v[0] for k, v in flat.items() if k[-1] == 'view_weights'}
+
   return jax.jit(fn)
 
 
-def predicted_view_weights(bundle: loading.ModelBundle,
-                           batches: Iterable[Mapping[str, np.ndarray]],
-                           per_class: bool = False) -> dict[str, Any]:
+def predicted_view_weights(
+  bundle: loading.ModelBundle, batches: Iterable[Mapping[str, np.ndarray]], per_class: bool = False
+) -> dict[str, Any]:
   """CoST(b): statistics of the predicted coefficients over `batches`.
 
   Each batch is {'clips': uint8 (B, T, H, W, 3), optional 'label' (B,), optional 'mask' (B,)}.
@@ -135,35 +140,47 @@ def predicted_view_weights(bundle: loading.ModelBundle,
       if per_class:
         for label in np.unique(labels):
           classes.setdefault(int(label), {}).setdefault(layer, _Moments()).add(
-              values[labels == label])
+            values[labels == label]
+          )
     if per_class:
       for label in labels:
         class_counts[int(label)] = class_counts.get(int(label), 0) + 1
   if not num_videos:
     raise ValueError('no videos to compute the CoST(b) coefficients on')
   order = sorted(overall, key=_layer_order)
-  report = {'num_videos': num_videos,
-            'layers': {k: dict(overall[k].summary(), channels=channels[k]) for k in order}}
+  report = {
+    'num_videos': num_videos,
+    'layers': {k: dict(overall[k].summary(), channels=channels[k]) for k in order},
+  }
   if per_class:
     report['per_class'] = {
-        c: dict({k: classes[c][k].summary() for k in order}, num_videos=class_counts[c])
-        for c in sorted(classes)}
+      c: dict({k: classes[c][k].summary() for k in order}, num_videos=class_counts[c])
+      for c in sorted(classes)
+    }
   return report
 
 
-def val_batches(bundle: loading.ModelBundle, data_dir: str, split: str, batch_size: int,
-                max_videos: int = 0) -> tuple[Iterator[dict[str, np.ndarray]], list[str]]:
+def val_batches(
+  bundle: loading.ModelBundle, data_dir: str, split: str, batch_size: int, max_videos: int = 0
+) -> tuple[Iterator[dict[str, np.ndarray]], list[str]]:
   """Val-pipeline batches (one centre clip per video) of a TFRecord split, and the split's class
   names (from its manifest)."""
   from cost_jax.data import input_pipeline  # tf.data only when a dataset is analysed
+
   data_config = ml_collections.ConfigDict({k: bundle.protocol[k] for k in PROTOCOL_FIELDS})
-  data_config.update(data_dir=data_dir, val_split=split, val_num_clips=1, test_num_crops=3,
-                     normalize_on_device=True, prefetch=2)
+  data_config.update(
+    data_dir=data_dir,
+    val_split=split,
+    val_num_clips=1,
+    test_num_crops=3,
+    normalize_on_device=True,
+    prefetch=2,
+  )
   # The data's classes need not be the model's: the coefficients do not use the head.
   info = input_pipeline.get_dataset_info(data_dir, split)
   dataset, num_batches = input_pipeline.create_eval_dataset(
-      data_config, split=split, batch_size=batch_size, mode='val', process_index=0,
-      process_count=1)
+    data_config, split=split, batch_size=batch_size, mode='val', process_index=0, process_count=1
+  )
 
   def batches():
     seen = 0
@@ -175,29 +192,43 @@ def val_batches(bundle: loading.ModelBundle, data_dir: str, split: str, batch_si
         batch = dict(batch, mask=batch['mask'] & keep)
       seen += int(batch['mask'].sum())
       yield batch
+
   return batches(), info['label_map']
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def analyze(bundle: loading.ModelBundle, batches: Iterable[Mapping[str, np.ndarray]] | None = None,
-            per_class: bool = False, data_source: str = '',
-            class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def analyze(
+  bundle: loading.ModelBundle,
+  batches: Iterable[Mapping[str, np.ndarray]] | None = None,
+  per_class: bool = False,
+  data_source: str = '',
+  class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
   """The view-coefficient report of a CoST model (see the module docstring).
 
   CoST(a) needs no data; CoST(b) needs `batches` (see `predicted_view_weights`).
   """
   _check_cost(bundle)
-  report: dict[str, Any] = {'checkpoint': bundle.source, 'arch': bundle.arch,
-                            'views': list(VIEW_NAMES)}
+  report: dict[str, Any] = {
+    'checkpoint': bundle.source,
+    'arch': bundle.arch,
+    'views': list(VIEW_NAMES),
+  }
   if bundle.arch == 'costa':
     report['kind'] = 'learned'
     report['spread'] = 'std over output channels'
     report['layers'] = {
-        layer: {'mean': w.mean(0).tolist(), 'std': w.std(0).tolist(),
-                'min': w.min(0).tolist(), 'max': w.max(0).tolist(), 'channels': len(w)}
-        for layer, w in learned_view_weights(bundle.variables['params']).items()}
+      layer: {
+        'mean': w.mean(0).tolist(),
+        'std': w.std(0).tolist(),
+        'min': w.min(0).tolist(),
+        'max': w.max(0).tolist(),
+        'channels': len(w),
+      }
+      for layer, w in learned_view_weights(bundle.variables['params']).items()
+    }
     return report
   if batches is None:
     raise ValueError('CoST(b) coefficients depend on the input: give data (--data DIR)')
@@ -207,8 +238,10 @@ def analyze(bundle: loading.ModelBundle, batches: Iterable[Mapping[str, np.ndarr
   report.update(predicted_view_weights(bundle, batches, per_class))
   if per_class:
     names = list(class_names) if class_names is not None else bundle.label_names
-    report['per_class'] = {names[c] if c < len(names) else f'class_{c}': stats
-                           for c, stats in report['per_class'].items()}
+    report['per_class'] = {
+      names[c] if c < len(names) else f'class_{c}': stats
+      for c, stats in report['per_class'].items()
+    }
   return report
 
 
@@ -217,15 +250,17 @@ def _title(report: Mapping[str, Any]) -> str:
   if report['kind'] == 'learned':
     how = 'softmax of the learned coefficients, mean ± std over channels'
   else:
-    how = (f"predicted on {report['num_videos']} videos, mean ± std over channels and videos")
+    how = f'predicted on {report["num_videos"]} videos, mean ± std over channels and videos'
   return f'{arch} view coefficients per layer\n({how})'
 
 
 def plot(report: Mapping[str, Any], path: str) -> str:
   """Bar chart: per layer, one bar per view (H-W, T-W, T-H) with std error bars; returns path."""
   import matplotlib
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
+
   layers = list(report['layers'])
   means = np.array([report['layers'][k]['mean'] for k in layers])
   stds = np.array([report['layers'][k]['std'] for k in layers])
@@ -234,8 +269,17 @@ def plot(report: Mapping[str, Any], path: str) -> str:
   fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * len(layers)), 4.5))
   colors = ('#4c72b0', '#dd8452', '#55a868')
   for i, (view, color) in enumerate(zip(VIEW_NAMES, colors)):
-    ax.bar(x + (i - 1) * width, means[:, i], width, yerr=stds[:, i], capsize=3, label=view,
-           color=color, edgecolor='black', linewidth=0.5)
+    ax.bar(
+      x + (i - 1) * width,
+      means[:, i],
+      width,
+      yerr=stds[:, i],
+      capsize=3,
+      label=view,
+      color=color,
+      edgecolor='black',
+      linewidth=0.5,
+    )
   ax.axhline(1 / 3, color='gray', linestyle='--', linewidth=1, label='uniform (1/3)')
   ax.set_xticks(x, [f'{k}\n({report["layers"][k]["channels"]} ch)' for k in layers], fontsize=8)
   ax.set_xlabel('CoST layer (stage.block) and its output channels')
@@ -253,28 +297,41 @@ def plot(report: Mapping[str, Any], path: str) -> str:
 def plot_per_class(report: Mapping[str, Any], path: str) -> str:
   """Heat maps (class x layer) of the mean coefficient of each view; returns path."""
   import matplotlib
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
+
   classes = list(report['per_class'])
   layers = list(report['layers'])
-  fig, axes = plt.subplots(1, 3, figsize=(3 + 1.2 * len(layers), 2.2 + 0.3 * len(classes)),
-                           sharey=True, layout='constrained')
+  fig, axes = plt.subplots(
+    1,
+    3,
+    figsize=(3 + 1.2 * len(layers), 2.2 + 0.3 * len(classes)),
+    sharey=True,
+    layout='constrained',
+  )
   annotate = len(classes) <= 20
   for i, (ax, view) in enumerate(zip(axes, VIEW_NAMES)):
     grid = np.array([[report['per_class'][c][k]['mean'][i] for k in layers] for c in classes])
     image = ax.imshow(grid, vmin=0, vmax=1, cmap='viridis', aspect='auto')
     if annotate:
       for (row, col), value in np.ndenumerate(grid):
-        ax.text(col, row, f'{value:.2f}', ha='center', va='center', fontsize=6,
-                color='white' if value < 0.6 else 'black')
+        ax.text(
+          col,
+          row,
+          f'{value:.2f}',
+          ha='center',
+          va='center',
+          fontsize=6,
+          color='white' if value < 0.6 else 'black',
+        )
     ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
     ax.set_title(f'{view} view', fontsize=9)
     ax.set_xlabel('CoST layer')
   axes[0].set_ylabel('class')
   fig.colorbar(image, ax=list(axes), label='mean coefficient')
-  fig.suptitle('CoST(b) view coefficients per class (mean over channels and videos)',
-               fontsize=10)
+  fig.suptitle('CoST(b) view coefficients per class (mean over channels and videos)', fontsize=10)
   fig.savefig(path, dpi=110, bbox_inches='tight')
   plt.close(fig)
   return path
@@ -293,27 +350,38 @@ def write_report(report: Mapping[str, Any], output_dir: str) -> dict[str, str]:
 
 
 def format_text(report: Mapping[str, Any]) -> str:
-  lines = [_title(report).replace('\n', ' '),
-           f"{'layer':<10s}" + ''.join(f'{v:>16s}' for v in VIEW_NAMES)]
+  lines = [
+    _title(report).replace('\n', ' '),
+    f'{"layer":<10s}' + ''.join(f'{v:>16s}' for v in VIEW_NAMES),
+  ]
   for layer, stats in report['layers'].items():
-    lines.append(f'{layer:<10s}' + ''.join(
-        f"{m:>9.3f} ± {s:.3f}" for m, s in zip(stats['mean'], stats['std'])))
+    lines.append(
+      f'{layer:<10s}' + ''.join(f'{m:>9.3f} ± {s:.3f}' for m, s in zip(stats['mean'], stats['std']))
+    )
   return '\n'.join(lines)
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
-                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
+flags.DEFINE_string(
+  'checkpoint',
+  None,
+  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
+  flag_values=FLAGS,
+)
 flags.DEFINE_string('output_dir', None, 'Where to write the JSON and PNG.', flag_values=FLAGS)
-flags.DEFINE_string('data', None, 'TFRecord directory (data_prep output); needed for CoST(b).',
-                    flag_values=FLAGS)
+flags.DEFINE_string(
+  'data', None, 'TFRecord directory (data_prep output); needed for CoST(b).', flag_values=FLAGS
+)
 flags.DEFINE_string('split', 'val', 'Split of --data to read.', flag_values=FLAGS)
 flags.DEFINE_bool('per_class', False, 'CoST(b): also per class.', flag_values=FLAGS)
 flags.DEFINE_integer('batch_size', 8, 'Clips per forward pass.', flag_values=FLAGS)
-flags.DEFINE_integer('max_videos', 0, 'Read at most this many videos (0 = all).',
-                     flag_values=FLAGS)
-flags.DEFINE_string('labels', None, 'Class names file (per-class names default to the data '
-                    'manifest).', flag_values=FLAGS)
+flags.DEFINE_integer('max_videos', 0, 'Read at most this many videos (0 = all).', flag_values=FLAGS)
+flags.DEFINE_string(
+  'labels',
+  None,
+  'Class names file (per-class names default to the data manifest).',
+  flag_values=FLAGS,
+)
 
 
 def _main(positional: list[str]) -> int:
@@ -323,16 +391,22 @@ def _main(positional: list[str]) -> int:
     if not FLAGS[name].value:
       raise cli.UsageError(f'--{name} is required')
   import tensorflow as tf
+
   tf.config.set_visible_devices([], 'GPU')
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   _check_cost(bundle)
   batches, class_names = None, None
   if FLAGS.data and bundle.arch == 'costb':
-    batches, class_names = val_batches(bundle, FLAGS.data, FLAGS.split, FLAGS.batch_size,
-                                       FLAGS.max_videos)
-  report = analyze(bundle, batches, per_class=FLAGS.per_class,
-                   data_source=f'{FLAGS.data} ({FLAGS.split})' if batches else '',
-                   class_names=class_names)
+    batches, class_names = val_batches(
+      bundle, FLAGS.data, FLAGS.split, FLAGS.batch_size, FLAGS.max_videos
+    )
+  report = analyze(
+    bundle,
+    batches,
+    per_class=FLAGS.per_class,
+    data_source=f'{FLAGS.data} ({FLAGS.split})' if batches else '',
+    class_names=class_names,
+  )
   paths = write_report(report, FLAGS.output_dir)
   print(format_text(report))
   print('wrote ' + ', '.join(paths.values()))
@@ -341,8 +415,14 @@ def _main(positional: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (2 for a user's mistake)."""
-  return cli.run(_main, FLAGS, 'cost_jax.analyze', argv, doc=__doc__,
-                 errors=(cli.UsageError, OSError, ValueError))
+  return cli.run(
+    _main,
+    FLAGS,
+    'cost_jax.analyze',
+    argv,
+    doc=__doc__,
+    errors=(cli.UsageError, OSError, ValueError),
+  )
 
 
 if __name__ == '__main__':

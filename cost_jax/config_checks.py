@@ -24,8 +24,13 @@ def _divisible(what: str, value: int, by: int, by_what: str, fix: str = '') -> N
     raise ConfigError(f'{what}={value} is not divisible by {by_what}={by}; {fix}')
 
 
-def check_batching(config: ml_collections.ConfigDict, *, num_devices: int,
-                   num_processes: int = 1, mode: str = 'train') -> None:
+def check_batching(
+  config: ml_collections.ConfigDict,
+  *,
+  num_devices: int,
+  num_processes: int = 1,
+  mode: str = 'train',
+) -> None:
   """Batch sizes vs devices, processes, gradient accumulation and BatchNorm groups.
 
   mode 'train' checks the train and val batches, mode 'test' the test protocol's.
@@ -38,21 +43,35 @@ def check_batching(config: ml_collections.ConfigDict, *, num_devices: int,
       raise ConfigError(f'model.bn_group_size={group} must be >= 0 (0 = whole batch)')
     _divisible('batch_size', batch, accum, 'grad_accum_steps')
     micro = f'the micro-batch (batch_size / grad_accum_steps = {batch}/{accum})'
-    _divisible(micro, batch // accum, num_devices, 'the device count',
-               f'set batch_size to a multiple of {accum * num_devices}')
-    _divisible('batch_size', batch, num_processes * accum,
-               'process count x grad_accum_steps')
+    _divisible(
+      micro,
+      batch // accum,
+      num_devices,
+      'the device count',
+      f'set batch_size to a multiple of {accum * num_devices}',
+    )
+    _divisible('batch_size', batch, num_processes * accum, 'process count x grad_accum_steps')
     if group:
-      _divisible(micro, batch // accum, group, 'model.bn_group_size',
-                 f'set batch_size to a multiple of {accum * group} or change model.bn_group_size')
+      _divisible(
+        micro,
+        batch // accum,
+        group,
+        'model.bn_group_size',
+        f'set batch_size to a multiple of {accum * group} or change model.bn_group_size',
+      )
     _divisible('eval_batch_size', config.eval_batch_size, num_devices, 'the device count')
     _divisible('eval_batch_size', config.eval_batch_size, num_processes, 'the process count')
     return
   _divisible('test_batch_size', config.test_batch_size, num_devices, 'the device count')
   _divisible('test_batch_size', config.test_batch_size, num_processes, 'the process count')
   views = config.data.test_num_clips * config.data.test_num_crops
-  _divisible('data.test_num_clips x data.test_num_crops', views, config.test_views_per_chunk,
-             'test_views_per_chunk', 'set test_views_per_chunk to a divisor of it')
+  _divisible(
+    'data.test_num_clips x data.test_num_crops',
+    views,
+    config.test_views_per_chunk,
+    'test_views_per_chunk',
+    'set test_views_per_chunk to a divisor of it',
+  )
 
 
 def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
@@ -62,27 +81,40 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
   if config.test_average not in VIEW_AVERAGES:
     raise ConfigError(f'test_average={config.test_average!r} is not one of {VIEW_AVERAGES}')
   if list(config.optimizer.lr_decay_epochs) != sorted(config.optimizer.lr_decay_epochs):
-    raise ConfigError(f'optimizer.lr_decay_epochs={config.optimizer.lr_decay_epochs} must be '
-                      'increasing')
-  for key in ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'checkpoint_every_epochs',
-              'keep_checkpoints'):
+    raise ConfigError(
+      f'optimizer.lr_decay_epochs={config.optimizer.lr_decay_epochs} must be increasing'
+    )
+  for key in (
+    'num_epochs',
+    'log_every_steps',
+    'eval_every_epochs',
+    'checkpoint_every_epochs',
+    'keep_checkpoints',
+  ):
     if config[key] < 1:
       raise ConfigError(f'{key}={config[key]} must be >= 1')
   if config.checkpoint_every_steps < 0:
-    raise ConfigError(f'checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 '
-                      '(0 = only at epoch ends)')
+    raise ConfigError(
+      f'checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 '
+      '(0 = only at epoch ends)'
+    )
   if config.model.frozen_stages < -1 or config.model.frozen_stages > 4:
-    raise ConfigError(f'model.frozen_stages={config.model.frozen_stages} must be -1 (none), 0 '
-                      '(the stem) or 1..4 (the stem and layer1..k)')
+    raise ConfigError(
+      f'model.frozen_stages={config.model.frozen_stages} must be -1 (none), 0 '
+      '(the stem) or 1..4 (the stem and layer1..k)'
+    )
   if config.optimizer.backbone_lr_mult < 0:
-    raise ConfigError(f'optimizer.backbone_lr_mult={config.optimizer.backbone_lr_mult} must be '
-                      '>= 0')
+    raise ConfigError(
+      f'optimizer.backbone_lr_mult={config.optimizer.backbone_lr_mult} must be >= 0'
+    )
   key = chosen_init_field(config)
   if key is None and config.init.get('required', False):
-    raise ConfigError('this config fine-tunes: set init.mmaction2 (a .pth or its URL) or '
-                      'init.checkpoint (a cost_jax workdir) to the weights to start from')
+    raise ConfigError(
+      'this config fine-tunes: set init.mmaction2 (a .pth or its URL) or '
+      'init.checkpoint (a cost_jax workdir) to the weights to start from'
+    )
   path = config.init[key] if key else ''
-  if path and '://' not in path and not os.path.exists(path):   # URLs are fetched before compute
+  if path and '://' not in path and not os.path.exists(path):  # URLs are fetched before compute
     raise ConfigError(f'init.{key}={path!r}: no such file')
 
 
@@ -90,25 +122,35 @@ def chosen_init_field(config: ml_collections.ConfigDict) -> str | None:
   """The one `config.init` field that is set (`INIT_FIELDS`), or None."""
   chosen = [k for k in INIT_FIELDS if config.init.get(k, '')]
   if len(chosen) > 1:
-    raise ConfigError('set only one of ' + ', '.join(f'init.{k}' for k in INIT_FIELDS) + '; got '
-                      + ', '.join(f'init.{k}={config.init[k]!r}' for k in chosen))
+    raise ConfigError(
+      'set only one of '
+      + ', '.join(f'init.{k}' for k in INIT_FIELDS)
+      + '; got '
+      + ', '.join(f'init.{k}={config.init[k]!r}' for k in chosen)
+    )
   return chosen[0] if chosen else None
 
 
 def check_data_dir(config: ml_collections.ConfigDict) -> None:
   if not os.path.isdir(config.data.data_dir):
-    raise ConfigError(f'data.data_dir={config.data.data_dir!r} does not exist; run data_prep '
-                      'or set data.data_dir to the TFRecord directory')
+    raise ConfigError(
+      f'data.data_dir={config.data.data_dir!r} does not exist; run data_prep '
+      'or set data.data_dir to the TFRecord directory'
+    )
 
 
-def check_dataset(config: ml_collections.ConfigDict, split: str, info: Mapping[str, Any],
-                  *, min_examples: int = 1) -> None:
+def check_dataset(
+  config: ml_collections.ConfigDict, split: str, info: Mapping[str, Any], *, min_examples: int = 1
+) -> None:
   """The split's label count must equal the model's class count."""
   if info['num_classes'] != config.model.num_classes:
     raise ConfigError(
-        f'split {split!r} of {config.data.data_dir!r} has {info["num_classes"]} classes but '
-        f'model.num_classes={config.model.num_classes}; set model.num_classes='
-        f'{info["num_classes"]}')
+      f'split {split!r} of {config.data.data_dir!r} has {info["num_classes"]} classes but '
+      f'model.num_classes={config.model.num_classes}; set model.num_classes='
+      f'{info["num_classes"]}'
+    )
   if info['num_examples'] < min_examples:
-    raise ConfigError(f'split {split!r} of {config.data.data_dir!r} has {info["num_examples"]} '
-                      f'videos; at least {min_examples} are needed')
+    raise ConfigError(
+      f'split {split!r} of {config.data.data_dir!r} has {info["num_examples"]} '
+      f'videos; at least {min_examples} are needed'
+    )

@@ -40,8 +40,9 @@ INPUT_NAME = 'clips'
 OUTPUT_NAME = 'probabilities'
 
 
-def input_shape(bundle: loading.ModelBundle, frames: int | None = None, size: int | None = None
-                ) -> tuple[int, int, int, int]:
+def input_shape(
+  bundle: loading.ModelBundle, frames: int | None = None, size: int | None = None
+) -> tuple[int, int, int, int]:
   """(frames, size, size, 3) of one clip; defaults from the bundle's protocol."""
   frames = int(frames or bundle.protocol.clip_len)
   size = int(size or bundle.protocol.crop_size)
@@ -50,37 +51,61 @@ def input_shape(bundle: loading.ModelBundle, frames: int | None = None, size: in
   return frames, size, size, 3
 
 
-def _spec(bundle: loading.ModelBundle, clip_shape: Sequence[int], platforms: Sequence[str],
-          formats: Sequence[str]) -> dict[str, Any]:
+def _spec(
+  bundle: loading.ModelBundle,
+  clip_shape: Sequence[int],
+  platforms: Sequence[str],
+  formats: Sequence[str],
+) -> dict[str, Any]:
   return {
-      'input': {'name': INPUT_NAME, 'shape': ['batch', *clip_shape], 'dtype': 'uint8',
-                'layout': 'NTHWC, RGB', 'normalization': 'inside: (x - mean) / std',
-                'mean': list(bundle.protocol.mean), 'std': list(bundle.protocol.std)},
-      'output': {'name': OUTPUT_NAME, 'shape': ['batch', bundle.num_classes],
-                 'dtype': 'float32', 'meaning': 'softmax probabilities per clip'},
-      'test_protocol': {
-          'clip_len': bundle.protocol.clip_len, 'frame_interval': bundle.protocol.frame_interval,
-          'num_clips': bundle.protocol.test_num_clips, 'num_crops': bundle.protocol.test_num_crops,
-          'short_side': bundle.protocol.test_short_side,
-          'crop_size': bundle.protocol.test_crop_size, 'average': bundle.protocol.average},
-      'arch': bundle.arch, 'num_classes': bundle.num_classes,
-      'label_names': list(bundle.label_names), 'platforms': list(platforms),
-      'formats': {'savedmodel': SAVED_MODEL_DIR if 'savedmodel' in formats else None,
-                  'stablehlo': STABLEHLO_FILE if 'stablehlo' in formats else None,
-                  'savedmodel_signature': SIGNATURE},
-      'source': bundle.source,
+    'input': {
+      'name': INPUT_NAME,
+      'shape': ['batch', *clip_shape],
+      'dtype': 'uint8',
+      'layout': 'NTHWC, RGB',
+      'normalization': 'inside: (x - mean) / std',
+      'mean': list(bundle.protocol.mean),
+      'std': list(bundle.protocol.std),
+    },
+    'output': {
+      'name': OUTPUT_NAME,
+      'shape': ['batch', bundle.num_classes],
+      'dtype': 'float32',
+      'meaning': 'softmax probabilities per clip',
+    },
+    'test_protocol': {
+      'clip_len': bundle.protocol.clip_len,
+      'frame_interval': bundle.protocol.frame_interval,
+      'num_clips': bundle.protocol.test_num_clips,
+      'num_crops': bundle.protocol.test_num_crops,
+      'short_side': bundle.protocol.test_short_side,
+      'crop_size': bundle.protocol.test_crop_size,
+      'average': bundle.protocol.average,
+    },
+    'arch': bundle.arch,
+    'num_classes': bundle.num_classes,
+    'label_names': list(bundle.label_names),
+    'platforms': list(platforms),
+    'formats': {
+      'savedmodel': SAVED_MODEL_DIR if 'savedmodel' in formats else None,
+      'stablehlo': STABLEHLO_FILE if 'stablehlo' in formats else None,
+      'savedmodel_signature': SIGNATURE,
+    },
+    'source': bundle.source,
   }
 
 
-def export_stablehlo(bundle: loading.ModelBundle, clip_shape: Sequence[int],
-                     platforms: Sequence[str] = ('cpu',)) -> jax.export.Exported:
+def export_stablehlo(
+  bundle: loading.ModelBundle, clip_shape: Sequence[int], platforms: Sequence[str] = ('cpu',)
+) -> jax.export.Exported:
   """`jax.export` of clips -> probabilities, batch size symbolic, weights embedded."""
   variables = bundle.variables
   probabilities = bundle.probability_fn()
   (batch,) = jax.export.symbolic_shape('batch')
   spec = jax.ShapeDtypeStruct((batch, *clip_shape), np.uint8)
-  return jax.export.export(jax.jit(lambda clips: probabilities(variables, clips)),
-                           platforms=tuple(platforms))(spec)
+  return jax.export.export(
+    jax.jit(lambda clips: probabilities(variables, clips)), platforms=tuple(platforms)
+  )(spec)
 
 
 def save_stablehlo(exported: jax.export.Exported, path: str) -> str:
@@ -98,22 +123,32 @@ def load_stablehlo(directory: str) -> jax.export.Exported:
     return jax.export.deserialize(bytearray(f.read()))
 
 
-def export_savedmodel(bundle: loading.ModelBundle, clip_shape: Sequence[int], directory: str,
-                      platforms: Sequence[str] = ('cpu',)) -> str:
+def export_savedmodel(
+  bundle: loading.ModelBundle,
+  clip_shape: Sequence[int],
+  directory: str,
+  platforms: Sequence[str] = ('cpu',),
+) -> str:
   """Writes a TF SavedModel: signature `serving_default(clips uint8) -> {'probabilities'}`."""
   import tensorflow as tf
   from jax.experimental import jax2tf
 
   probabilities = bundle.probability_fn()
-  converted = jax2tf.convert(probabilities, polymorphic_shapes=[None, '(b, ...)'],
-                             with_gradient=False, native_serialization_platforms=tuple(platforms))
+  converted = jax2tf.convert(
+    probabilities,
+    polymorphic_shapes=[None, '(b, ...)'],
+    with_gradient=False,
+    native_serialization_platforms=tuple(platforms),
+  )
   module = tf.Module()
   module.weights = tf.nest.map_structure(
-      lambda x: tf.Variable(np.asarray(x), trainable=False), jax.tree.map(np.asarray,
-                                                                          bundle.variables))
+    lambda x: tf.Variable(np.asarray(x), trainable=False),
+    jax.tree.map(np.asarray, bundle.variables),
+  )
 
-  @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, *clip_shape], tf.uint8, name=INPUT_NAME)])
+  @tf.function(
+    autograph=False, input_signature=[tf.TensorSpec([None, *clip_shape], tf.uint8, name=INPUT_NAME)]
+  )
   def serve(clips):
     return {OUTPUT_NAME: converted(module.weights, clips)}
 
@@ -122,8 +157,14 @@ def export_savedmodel(bundle: loading.ModelBundle, clip_shape: Sequence[int], di
   return directory
 
 
-def export(bundle: loading.ModelBundle, output: str, fmt: str = 'both', frames: int | None = None,
-           size: int | None = None, platforms: Sequence[str] = ('cpu', 'cuda')) -> dict[str, str]:
+def export(
+  bundle: loading.ModelBundle,
+  output: str,
+  fmt: str = 'both',
+  frames: int | None = None,
+  size: int | None = None,
+  platforms: Sequence[str] = ('cpu', 'cuda'),
+) -> dict[str, str]:
   """Exports `bundle` to `output` in `fmt` ('savedmodel', 'stablehlo' or 'both'); returns the
   written paths."""
   if fmt not in FORMATS:
@@ -136,11 +177,13 @@ def export(bundle: loading.ModelBundle, output: str, fmt: str = 'both', frames: 
   os.makedirs(output, exist_ok=True)
   paths = {}
   if 'stablehlo' in formats:
-    paths['stablehlo'] = save_stablehlo(export_stablehlo(bundle, clip_shape, platforms),
-                                        os.path.join(output, STABLEHLO_FILE))
+    paths['stablehlo'] = save_stablehlo(
+      export_stablehlo(bundle, clip_shape, platforms), os.path.join(output, STABLEHLO_FILE)
+    )
   if 'savedmodel' in formats:
-    paths['savedmodel'] = export_savedmodel(bundle, clip_shape,
-                                            os.path.join(output, SAVED_MODEL_DIR), platforms)
+    paths['savedmodel'] = export_savedmodel(
+      bundle, clip_shape, os.path.join(output, SAVED_MODEL_DIR), platforms
+    )
   paths['spec'] = os.path.join(output, SPEC_FILE)
   with open(paths['spec'], 'w') as f:
     json.dump(_spec(bundle, clip_shape, platforms, formats), f, indent=2)
@@ -151,18 +194,26 @@ def export(bundle: loading.ModelBundle, output: str, fmt: str = 'both', frames: 
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
-                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
+flags.DEFINE_string(
+  'checkpoint',
+  None,
+  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
+  flag_values=FLAGS,
+)
 flags.DEFINE_string('output', None, 'Directory to write the export to.', flag_values=FLAGS)
 flags.DEFINE_enum('format', 'both', FORMATS, 'What to export.', flag_values=FLAGS)
-flags.DEFINE_integer('frames', None, 'Frames per clip (default: the clip length).',
-                     flag_values=FLAGS)
-flags.DEFINE_integer('size', None, 'Clip height = width (default: the centre crop).',
-                     flag_values=FLAGS)
-flags.DEFINE_list('platforms', ['cpu', 'cuda'], 'Platforms to lower for (cpu, cuda, rocm, tpu).',
-                  flag_values=FLAGS)
-flags.DEFINE_string('labels', None, 'Class names file (default: found next to the checkpoint).',
-                    flag_values=FLAGS)
+flags.DEFINE_integer(
+  'frames', None, 'Frames per clip (default: the clip length).', flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'size', None, 'Clip height = width (default: the centre crop).', flag_values=FLAGS
+)
+flags.DEFINE_list(
+  'platforms', ['cpu', 'cuda'], 'Platforms to lower for (cpu, cuda, rocm, tpu).', flag_values=FLAGS
+)
+flags.DEFINE_string(
+  'labels', None, 'Class names file (default: found next to the checkpoint).', flag_values=FLAGS
+)
 
 
 def _main(positional: list[str]) -> int:
@@ -172,6 +223,7 @@ def _main(positional: list[str]) -> int:
     if not FLAGS[name].value:
       raise cli.UsageError(f'--{name} is required')
   import tensorflow as tf
+
   tf.config.set_visible_devices([], 'GPU')
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   paths = export(bundle, FLAGS.output, FLAGS.format, FLAGS.frames, FLAGS.size, FLAGS.platforms)
@@ -182,8 +234,9 @@ def _main(positional: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (2 for a user's mistake)."""
-  return cli.run(_main, FLAGS, 'cost_jax.export', argv, doc=__doc__,
-                 errors=(cli.UsageError, OSError, ValueError))
+  return cli.run(
+    _main, FLAGS, 'cost_jax.export', argv, doc=__doc__, errors=(cli.UsageError, OSError, ValueError)
+  )
 
 
 if __name__ == '__main__':

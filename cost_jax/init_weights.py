@@ -31,6 +31,7 @@ from cost_jax.weights.mmaction2 import check_against, import_mmaction2
 @dataclasses.dataclass(frozen=True)
 class InitSource:
   """The `config.init` field in use and the local file or directory it resolved to."""
+
   field: str
   path: str
 
@@ -39,8 +40,10 @@ def resolve(config: ml_collections.ConfigDict) -> InitSource | None:
   """The local weights to start from, downloaded if remote (raises WeightsUnavailableError)."""
   field = config_checks.chosen_init_field(config)
   if field is None:
-    logging.warning('config.init is empty: training starts from RANDOM weights. The official '
-                    "recipe starts from ImageNet: init.resnet2d='torchvision://resnet50'.")
+    logging.warning(
+      'config.init is empty: training starts from RANDOM weights. The official '
+      "recipe starts from ImageNet: init.resnet2d='torchvision://resnet50'."
+    )
     return None
   ref = config.init[field]
   if field == 'checkpoint':
@@ -48,38 +51,47 @@ def resolve(config: ml_collections.ConfigDict) -> InitSource | None:
       raise ConfigError(f'init.checkpoint={ref!r}: no such file or directory')
     return InitSource(field, os.path.abspath(ref))
   if field == 'mmaction2' and ref.startswith('torchvision://'):
-    raise ConfigError(f'init.mmaction2={ref!r}: torchvision:// names 2D ImageNet ResNets; set '
-                      'init.resnet2d instead')
+    raise ConfigError(
+      f'init.mmaction2={ref!r}: torchvision:// names 2D ImageNet ResNets; set init.resnet2d instead'
+    )
   return InitSource(field, download.resolve_weights(ref, field=f'init.{field}'))
 
 
-def replace_head(variables: dict[str, Any], model_config: ml_collections.ConfigDict,
-                 source: str, seed: int = 0) -> dict[str, Any]:
+def replace_head(
+  variables: dict[str, Any], model_config: ml_collections.ConfigDict, source: str, seed: int = 0
+) -> dict[str, Any]:
   """`variables` with a freshly initialised head for `model_config.num_classes` classes."""
-  old = variables['params']['cls_head']['fc_cls']['kernel'].shape     # (features, classes)
+  old = variables['params']['cls_head']['fc_cls']['kernel'].shape  # (features, classes)
   head = I3DHead(int(model_config.num_classes), model_config.dropout_ratio)
   fresh = head.init(jax.random.key(seed), jnp.zeros((1, 1, 1, 1, old[0])), train=False)
   backbone = variables['params']['backbone']
   logging.warning(
-      '%s: kept the backbone (%d parameter tensors, %d BatchNorm statistics); re-initialised the '
-      'head cls_head.fc_cls for %d classes (the checkpoint has %d)', source,
-      len(jax.tree_util.tree_leaves(backbone)),
-      len(jax.tree_util.tree_leaves(variables.get('batch_stats', {}))),
-      int(model_config.num_classes), old[1])
-  return {'params': {**variables['params'], 'cls_head': fresh['params']},
-          'batch_stats': variables.get('batch_stats', {})}
+    '%s: kept the backbone (%d parameter tensors, %d BatchNorm statistics); re-initialised the '
+    'head cls_head.fc_cls for %d classes (the checkpoint has %d)',
+    source,
+    len(jax.tree_util.tree_leaves(backbone)),
+    len(jax.tree_util.tree_leaves(variables.get('batch_stats', {}))),
+    int(model_config.num_classes),
+    old[1],
+  )
+  return {
+    'params': {**variables['params'], 'cls_head': fresh['params']},
+    'batch_stats': variables.get('batch_stats', {}),
+  }
 
 
-def _from_cost_jax(path: str, model_config: ml_collections.ConfigDict
-                   ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+def _from_cost_jax(
+  path: str, model_config: ml_collections.ConfigDict
+) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   bundle = loading.load_bundle(path)
   check_against(bundle.model_config, model_config, path, ignore=('num_classes',))
   logging.info('init.checkpoint: starting from %s', bundle.source)
   return bundle.model_config, bundle.variables
 
 
-def initial_variables(config: ml_collections.ConfigDict, source: InitSource | None,
-                      seed: int = 0) -> dict[str, Any] | None:
+def initial_variables(
+  config: ml_collections.ConfigDict, source: InitSource | None, seed: int = 0
+) -> dict[str, Any] | None:
   """{'params', 'batch_stats'} to start from (None: the model's own random init)."""
   if source is None:
     return None

@@ -34,18 +34,20 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
   scores = np.asarray(scores)
   labels = np.asarray(labels).astype(np.int64)
   if scores.ndim != 2 or labels.shape != (scores.shape[0],):
-    raise ValueError(f'scores must be (N, K) and labels (N,), got {scores.shape} and '
-                     f'{labels.shape}')
+    raise ValueError(
+      f'scores must be (N, K) and labels (N,), got {scores.shape} and {labels.shape}'
+    )
   if scores.shape[0] == 0:
     raise ValueError('no examples to score')
   return scores, labels
 
 
-def top_k_accuracy(scores: np.ndarray, labels: np.ndarray,
-                   ks: Sequence[int] = (1, 5)) -> list[float]:
+def top_k_accuracy(
+  scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
+) -> list[float]:
   """Fraction of rows whose label is among the k highest scores, for each k."""
   scores, labels = _check(scores, labels)
-  order = np.argsort(-scores, axis=1, kind='stable')      # best first; ties keep class order
+  order = np.argsort(-scores, axis=1, kind='stable')  # best first; ties keep class order
   result = []
   for k in ks:
     hits = np.any(order[:, :k] == labels[:, None], axis=1)
@@ -70,5 +72,4 @@ def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   """top1, top5 and mean class accuracy, as fractions in [0, 1]."""
   top1, top5 = top_k_accuracy(scores, labels, (1, 5))
-  return {'top1': top1, 'top5': top5,
-          'mean_class_accuracy': mean_class_accuracy(scores, labels)}
+  return {'top1': top1, 'top5': top5, 'mean_class_accuracy': mean_class_accuracy(scores, labels)}

@@ -26,9 +26,9 @@ def scaled_learning_rate(opt_config: ml_collections.ConfigDict, global_batch_siz
   return opt_config.base_lr * global_batch_size / opt_config.base_batch_size
 
 
-def create_learning_rate_schedule(opt_config: ml_collections.ConfigDict, *,
-                                  global_batch_size: int,
-                                  steps_per_epoch: int) -> optax.Schedule:
+def create_learning_rate_schedule(
+  opt_config: ml_collections.ConfigDict, *, global_batch_size: int, steps_per_epoch: int
+) -> optax.Schedule:
   """Learning rate as a function of the optimiser step (0-based, as optax counts)."""
   if steps_per_epoch < 1:
     raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
@@ -58,35 +58,41 @@ def _stage_of(module: str) -> int | None:
   if module == 'conv1':
     return 0
   if module.startswith('layer') and '_' in module:
-    return int(module[len('layer'):module.index('_')])
+    return int(module[len('layer') : module.index('_')])
   return None
 
 
 def param_groups(params: Any, frozen_stages: int = -1) -> Any:
   """A pytree like `params` labelling each leaf FROZEN, BACKBONE or HEAD."""
+
   def label(path, _):
     names = [getattr(k, 'key', str(k)) for k in path]
     if names[0] != 'backbone':
       return HEAD
     stage = _stage_of(names[1]) if len(names) > 1 else None
     return FROZEN if stage is not None and stage <= frozen_stages else BACKBONE
+
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def _torch_sgd(opt_config: ml_collections.ConfigDict,
-               learning_rate: optax.ScalarOrSchedule) -> list[optax.GradientTransformation]:
+def _torch_sgd(
+  opt_config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSchedule
+) -> list[optax.GradientTransformation]:
   """+ weight_decay * params -> momentum -> -lr: torch.optim.SGD's step."""
   parts = []
   if opt_config.weight_decay:
     parts.append(optax.add_decayed_weights(opt_config.weight_decay))
-  parts.append(optax.sgd(learning_rate, momentum=opt_config.momentum or None,
-                         nesterov=opt_config.nesterov))
+  parts.append(
+    optax.sgd(learning_rate, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
+  )
   return parts
 
 
-def create_optimizer(opt_config: ml_collections.ConfigDict,
-                     learning_rate: optax.ScalarOrSchedule,
-                     frozen_stages: int = -1) -> optax.GradientTransformation:
+def create_optimizer(
+  opt_config: ml_collections.ConfigDict,
+  learning_rate: optax.ScalarOrSchedule,
+  frozen_stages: int = -1,
+) -> optax.GradientTransformation:
   """clip (raw gradients) -> + weight_decay * params -> SGD momentum, in torch's order.
 
   Parameters of stages up to `frozen_stages` get no update at all; the backbone's update is
@@ -98,7 +104,11 @@ def create_optimizer(opt_config: ml_collections.ConfigDict,
   lr_mult = float(opt_config.get('backbone_lr_mult', 1.0))
   if frozen_stages < 0 and lr_mult == 1.0:
     return optax.chain(*clip, *step)
-  groups = {FROZEN: optax.set_to_zero(), HEAD: optax.chain(*step),
-            BACKBONE: optax.chain(*step, optax.scale(lr_mult))}
-  return optax.chain(*clip, optax.multi_transform(
-      groups, lambda params: param_groups(params, frozen_stages)))
+  groups = {
+    FROZEN: optax.set_to_zero(),
+    HEAD: optax.chain(*step),
+    BACKBONE: optax.chain(*step, optax.scale(lr_mult)),
+  }
+  return optax.chain(
+    *clip, optax.multi_transform(groups, lambda params: param_groups(params, frozen_stages))
+  )

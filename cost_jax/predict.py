@@ -23,8 +23,9 @@ from cost_jax import cli
 from cost_jax.inference import loading, video_clips
 
 
-def scores_of_views(bundle: loading.ModelBundle, views: np.ndarray,
-                    views_per_chunk: int | None = None) -> np.ndarray:
+def scores_of_views(
+  bundle: loading.ModelBundle, views: np.ndarray, views_per_chunk: int | None = None
+) -> np.ndarray:
   """Average over views (V, T, H, W, 3) uint8 of the per-view scores (softmax, or logits for
   `protocol.average == 'score'`), computed `views_per_chunk` views at a time; (K,) float32.
 
@@ -35,7 +36,7 @@ def scores_of_views(bundle: loading.ModelBundle, views: np.ndarray,
     raise ValueError(f'views_per_chunk must be >= 1, got {views_per_chunk}')
   total = np.zeros((bundle.num_classes,), np.float64)
   for start in range(0, len(views), chunk):
-    part = views[start:start + chunk]
+    part = views[start : start + chunk]
     real = len(part)
     if real < chunk:
       part = np.concatenate([part, np.zeros((chunk - real,) + part.shape[1:], part.dtype)])
@@ -50,37 +51,56 @@ def _probabilities(bundle: loading.ModelBundle, scores: np.ndarray) -> np.ndarra
   return (shifted / shifted.sum()).astype(np.float32)
 
 
-def top_classes(probabilities: np.ndarray, label_names: Sequence[str], k: int
-                ) -> list[dict[str, Any]]:
+def top_classes(
+  probabilities: np.ndarray, label_names: Sequence[str], k: int
+) -> list[dict[str, Any]]:
   """The k most probable classes, best first: [{'index', 'label', 'probability'}]."""
   order = np.argsort(-probabilities, kind='stable')[:k]
-  return [{'index': int(i), 'label': label_names[i], 'probability': float(probabilities[i])}
-          for i in order]
+  return [
+    {'index': int(i), 'label': label_names[i], 'probability': float(probabilities[i])}
+    for i in order
+  ]
 
 
-def predict_video(bundle: loading.ModelBundle, path: str, views: int | None = None,
-                  top_k: int = 5, views_per_chunk: int | None = None) -> dict[str, Any]:
+def predict_video(
+  bundle: loading.ModelBundle,
+  path: str,
+  views: int | None = None,
+  top_k: int = 5,
+  views_per_chunk: int | None = None,
+) -> dict[str, Any]:
   """Predicts one video; raises `video_clips.BadVideoError` if it cannot be read."""
   views = views or bundle.protocol.test_num_clips * bundle.protocol.test_num_crops
   start = time.monotonic()
   clips, video = video_clips.video_views(path, bundle.protocol, views)
   probabilities = _probabilities(bundle, scores_of_views(bundle, clips, views_per_chunk))
-  return {'video': path, 'ok': True, 'num_frames': int(len(video.frames)),
-          'num_views': int(len(clips)), 'view_shape': list(clips.shape[1:]),
-          'top': top_classes(probabilities, bundle.label_names, top_k),
-          'probabilities': probabilities, 'warning': video.problem,
-          'seconds': time.monotonic() - start}
+  return {
+    'video': path,
+    'ok': True,
+    'num_frames': int(len(video.frames)),
+    'num_views': int(len(clips)),
+    'view_shape': list(clips.shape[1:]),
+    'top': top_classes(probabilities, bundle.label_names, top_k),
+    'probabilities': probabilities,
+    'warning': video.problem,
+    'seconds': time.monotonic() - start,
+  }
 
 
-def predict_videos(bundle: loading.ModelBundle, paths: Sequence[str], views: int | None = None,
-                   top_k: int = 5, views_per_chunk: int | None = None) -> list[dict[str, Any]]:
+def predict_videos(
+  bundle: loading.ModelBundle,
+  paths: Sequence[str],
+  views: int | None = None,
+  top_k: int = 5,
+  views_per_chunk: int | None = None,
+) -> list[dict[str, Any]]:
   """Predicts each video in turn; one dict per path, in order.
 
   A good video gives {'video', 'ok': True, 'top': [{'index', 'label', 'probability'}],
   'probabilities' (K,), 'num_views', 'num_frames', 'view_shape', 'warning', 'seconds'}; a video
   that cannot be read gives {'video', 'ok': False, 'error': reason} and the others go on.
   """
-  video_clips.num_clips_for_views(views or 1)   # a bad `views` fails before any decoding
+  video_clips.num_clips_for_views(views or 1)  # a bad `views` fails before any decoding
   results = []
   for path in paths:
     try:
@@ -95,14 +115,14 @@ def format_text(results: Sequence[dict[str, Any]]) -> str:
   lines = []
   for result in results:
     if not result['ok']:
-      lines.append(f"{result['video']}: ERROR: {result['error']}")
+      lines.append(f'{result["video"]}: ERROR: {result["error"]}')
       continue
     views = result['num_views']
-    lines.append(f"{result['video']} ({views} view{'s' if views != 1 else ''}):")
+    lines.append(f'{result["video"]} ({views} view{"s" if views != 1 else ""}):')
     if result['warning']:
-      lines.append(f"  warning: {result['warning']}")
+      lines.append(f'  warning: {result["warning"]}')
     for rank, entry in enumerate(result['top'], start=1):
-      lines.append(f"  {rank}. {entry['label']:<40s} {entry['probability']:.4f}")
+      lines.append(f'  {rank}. {entry["label"]:<40s} {entry["probability"]:.4f}')
   return '\n'.join(lines)
 
 
@@ -110,30 +130,60 @@ def to_json(results: Sequence[dict[str, Any]], bundle: loading.ModelBundle) -> s
   """One JSON document: the checkpoint, protocol and per-video results (without the full
   probability vectors)."""
   videos = [{k: v for k, v in r.items() if k != 'probabilities'} for r in results]
-  return json.dumps({'checkpoint': bundle.source, 'arch': bundle.arch,
-                     'num_classes': bundle.num_classes, 'average': bundle.protocol.average,
-                     'videos': videos}, indent=2)
+  return json.dumps(
+    {
+      'checkpoint': bundle.source,
+      'arch': bundle.arch,
+      'num_classes': bundle.num_classes,
+      'average': bundle.protocol.average,
+      'videos': videos,
+    },
+    indent=2,
+  )
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('checkpoint', None, 'Trainer workdir / checkpoint directory, saved-model '
-                    'directory or MMAction2 .pth/.npz.', flag_values=FLAGS)
-flags.DEFINE_string('labels', None, 'Class names: text file (one per line) or JSON list; '
-                    'default: found next to the checkpoint or in its workdir.', flag_values=FLAGS)
-flags.DEFINE_integer('views', None, 'Views per video: 1 (one centre clip) or 3*k (k clips x '
-                     'ThreeCrop); default: the test protocol (10 x 3 = 30).', flag_values=FLAGS)
+flags.DEFINE_string(
+  'checkpoint',
+  None,
+  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
+  flag_values=FLAGS,
+)
+flags.DEFINE_string(
+  'labels',
+  None,
+  'Class names: text file (one per line) or JSON list; '
+  'default: found next to the checkpoint or in its workdir.',
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  'views',
+  None,
+  'Views per video: 1 (one centre clip) or 3*k (k clips x '
+  'ThreeCrop); default: the test protocol (10 x 3 = 30).',
+  flag_values=FLAGS,
+)
 flags.DEFINE_integer('top_k', 5, 'Classes to report per video.', flag_values=FLAGS)
 flags.DEFINE_bool('json', False, 'Print one JSON document.', flag_values=FLAGS)
-flags.DEFINE_integer('views_per_chunk', None, 'Views per forward pass (bounds memory; default: '
-                     'the checkpoint config, 10).', flag_values=FLAGS)
-flags.DEFINE_integer('clip_len', None, 'Frames per clip (default: checkpoint).',
-                     flag_values=FLAGS)
-flags.DEFINE_integer('frame_interval', None, 'Frame stride (default: checkpoint).',
-                     flag_values=FLAGS)
-flags.DEFINE_integer('short_side', None, 'Short side after resizing, and ThreeCrop size '
-                     '(default: checkpoint, officially 256).', flag_values=FLAGS)
-flags.DEFINE_integer('crop_size', None, 'Centre crop of --views=1 (default 224).',
-                     flag_values=FLAGS)
+flags.DEFINE_integer(
+  'views_per_chunk',
+  None,
+  'Views per forward pass (bounds memory; default: the checkpoint config, 10).',
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer('clip_len', None, 'Frames per clip (default: checkpoint).', flag_values=FLAGS)
+flags.DEFINE_integer(
+  'frame_interval', None, 'Frame stride (default: checkpoint).', flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'short_side',
+  None,
+  'Short side after resizing, and ThreeCrop size (default: checkpoint, officially 256).',
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  'crop_size', None, 'Centre crop of --views=1 (default 224).', flag_values=FLAGS
+)
 
 
 def protocol_overrides(values: flags.FlagValues) -> dict[str, int]:
@@ -144,8 +194,11 @@ def protocol_overrides(values: flags.FlagValues) -> dict[str, int]:
   if values.frame_interval:
     overrides['frame_interval'] = values.frame_interval
   if values.short_side:
-    overrides.update(val_short_side=values.short_side, test_short_side=values.short_side,
-                     test_crop_size=values.short_side)
+    overrides.update(
+      val_short_side=values.short_side,
+      test_short_side=values.short_side,
+      test_crop_size=values.short_side,
+    )
   if values.crop_size:
     overrides['crop_size'] = values.crop_size
   if values.views_per_chunk:
@@ -159,7 +212,8 @@ def _main(videos: list[str]) -> int:
   if not videos:
     raise cli.UsageError('give at least one video file')
   import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')   # TF only resizes frames; leave accelerators to JAX
+
+  tf.config.set_visible_devices([], 'GPU')  # TF only resizes frames; leave accelerators to JAX
   if FLAGS.views is not None:
     video_clips.num_clips_for_views(FLAGS.views)
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels, protocol_overrides(FLAGS))
@@ -167,14 +221,20 @@ def _main(videos: list[str]) -> int:
   print(to_json(results, bundle) if FLAGS.json else format_text(results))
   failed = [r for r in results if not r['ok']]
   for result in failed:
-    print(f"error: {result['video']}: {result['error']}", file=sys.stderr)
+    print(f'error: {result["video"]}: {result["error"]}', file=sys.stderr)
   return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (1 if a video failed, 2 for a user's mistake)."""
-  return cli.run(_main, FLAGS, 'cost_jax.predict', argv, doc=__doc__,
-                 errors=(cli.UsageError, OSError, ValueError))
+  return cli.run(
+    _main,
+    FLAGS,
+    'cost_jax.predict',
+    argv,
+    doc=__doc__,
+    errors=(cli.UsageError, OSError, ValueError),
+  )
 
 
 if __name__ == '__main__':

@@ -38,14 +38,16 @@ def split_micro_batches(batch: Mapping[str, np.ndarray], num_micro: int) -> dict
   for key, value in batch.items():
     value = np.asarray(value)
     if value.shape[0] % num_micro:
-      raise ValueError(f'host batch of {value.shape[0]} ({key!r}) is not divisible by '
-                       f'grad_accum_steps={num_micro}')
+      raise ValueError(
+        f'host batch of {value.shape[0]} ({key!r}) is not divisible by grad_accum_steps={num_micro}'
+      )
     out[key] = value.reshape((num_micro, value.shape[0] // num_micro) + value.shape[1:])
   return out
 
 
-def host_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
-                   batch_axis: int = 0) -> dict[str, jax.Array]:
+def host_to_global(
+  batch: Mapping[str, np.ndarray], mesh: Mesh, batch_axis: int = 0
+) -> dict[str, jax.Array]:
   """Assembles each process's host arrays into global arrays sharded on `batch_axis`.
 
   int64 arrays are narrowed to int32 (JAX runs without x64).
@@ -64,6 +66,7 @@ def host_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
 
 def to_host(tree: Any) -> Any:
   """Copies (possibly multi-process) jax arrays to numpy, whole, on every process."""
+
   def fetch(x):
     if not isinstance(x, jax.Array):
       return np.asarray(x)
@@ -72,4 +75,5 @@ def to_host(tree: Any) -> Any:
     if x.is_fully_replicated:
       return np.asarray(x.addressable_data(0))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
   return jax.tree.map(fetch, tree)

@@ -22,6 +22,7 @@ class TrainState:
     opt_state: optax state (momentum buffers, step count of the schedule).
     rng: raw uint32 PRNG key; dropout keys are folded in from it with the step.
   """
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -37,13 +38,19 @@ def _structure_mismatch(name: str, expected: Any, got: Any) -> str | None:
   shapes = sorted(k for k in set(exp) & set(new) if tuple(exp[k]) != tuple(new[k]))
   if not (missing or extra or shapes):
     return None
-  return (f'{name}: missing {missing[:5]}, unexpected {extra[:5]}, '
-          f'shape mismatch {[(k, exp[k], new[k]) for k in shapes[:5]]}')
+  return (
+    f'{name}: missing {missing[:5]}, unexpected {extra[:5]}, '
+    f'shape mismatch {[(k, exp[k], new[k]) for k in shapes[:5]]}'
+  )
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       sample_clips: jax.Array,
-                       variables: Mapping[str, Any] | None = None) -> TrainState:
+def create_train_state(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  rng: jax.Array,
+  sample_clips: jax.Array,
+  variables: Mapping[str, Any] | None = None,
+) -> TrainState:
   """Initialises the model (or takes `variables`, e.g. imported weights) and the optimiser.
 
   `sample_clips` only provides the input shape (float32 (N, T, H, W, 3)). `variables`, when
@@ -58,7 +65,13 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
       if problem:
         raise ValueError(f'initial weights do not fit the model: {problem}')
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), variables['params'])
-    batch_stats = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32),
-                               variables.get('batch_stats', {}))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=state_rng)
+    batch_stats = jax.tree.map(
+      lambda a: jnp.asarray(a, jnp.float32), variables.get('batch_stats', {})
+    )
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    rng=state_rng,
+  )

@@ -38,13 +38,18 @@ def prepare_clips(clips: jax.Array, data_config: ml_collections.ConfigDict) -> j
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy (I3DHead's loss_cls)."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
 
 
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, learning_rate_fn: Callable[[Any], Any],
-               data_config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  learning_rate_fn: Callable[[Any], Any],
+  data_config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on `batch` = {'clips': (A, M, T, H, W, 3), 'label': (A, M)}.
 
   The gradient is the mean over the A micro-batches of the mean loss of each, i.e. the gradient
@@ -59,9 +64,12 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
     def loss_fn(params):
       logits, mutated = model.apply(
-          {'params': params, 'batch_stats': batch_stats}, prepare_clips(clips, data_config),
-          train=True, mutable=['batch_stats'],
-          rngs={'dropout': jax.random.fold_in(step_rng, index)})
+        {'params': params, 'batch_stats': batch_stats},
+        prepare_clips(clips, data_config),
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.fold_in(step_rng, index)},
+      )
       return cross_entropy(logits, labels), (logits, mutated['batch_stats'])
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -81,20 +89,22 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+  new_state = state.replace(
+    step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   metrics = {
-      'loss': loss_sum / num_micro,
-      'accuracy': correct_sum / batch['label'].size,
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(params),
-      'learning_rate': jnp.asarray(learning_rate_fn(state.step), jnp.float32),
+    'loss': loss_sum / num_micro,
+    'accuracy': correct_sum / batch['label'].size,
+    'grad_norm': optax.global_norm(grads),
+    'param_norm': optax.global_norm(params),
+    'learning_rate': jnp.asarray(learning_rate_fn(state.step), jnp.float32),
   }
   return new_state, metrics
 
 
-def eval_step(variables: Variables, batch: Batch, *, model: nn.Module,
-              data_config: ml_collections.ConfigDict) -> jax.Array:
+def eval_step(
+  variables: Variables, batch: Batch, *, model: nn.Module, data_config: ml_collections.ConfigDict
+) -> jax.Array:
   """Float32 logits (B, K) of `batch['clips']` (B, T, H, W, 3), BatchNorm in inference mode.
 
   `variables` = {'params', 'batch_stats'} (see `inference_variables`).
@@ -103,9 +113,15 @@ def eval_step(variables: Variables, batch: Batch, *, model: nn.Module,
   return logits.astype(jnp.float32)
 
 
-def test_step(variables: Variables, batch: Batch, *, model: nn.Module,
-              data_config: ml_collections.ConfigDict, views_per_chunk: int,
-              average: str = 'prob') -> jax.Array:
+def test_step(
+  variables: Variables,
+  batch: Batch,
+  *,
+  model: nn.Module,
+  data_config: ml_collections.ConfigDict,
+  views_per_chunk: int,
+  average: str = 'prob',
+) -> jax.Array:
   """Video scores (B, K) from `batch['clips']` (B, V, T, H, W, 3), averaged over the V views.
 
   'prob' averages softmax probabilities (CoST / MMAction2), 'score' averages logits. Only
@@ -117,7 +133,8 @@ def test_step(variables: Variables, batch: Batch, *, model: nn.Module,
 
   def chunk_scores(chunk_index):
     chunk = jax.lax.dynamic_slice_in_dim(
-        batch['clips'], chunk_index * views_per_chunk, views_per_chunk, axis=1)
+      batch['clips'], chunk_index * views_per_chunk, views_per_chunk, axis=1
+    )
     b, c = chunk.shape[:2]
     flat = prepare_clips(chunk.reshape((b * c,) + chunk.shape[2:]), data_config)
     logits = model.apply(variables, flat, train=False).reshape(b, c, -1)
@@ -125,6 +142,9 @@ def test_step(variables: Variables, batch: Batch, *, model: nn.Module,
 
   total = chunk_scores(0)
   if num_views > views_per_chunk:
-    total, _ = jax.lax.scan(lambda acc, i: (acc + chunk_scores(i), None), total,
-                            jnp.arange(1, num_views // views_per_chunk))
+    total, _ = jax.lax.scan(
+      lambda acc, i: (acc + chunk_scores(i), None),
+      total,
+      jnp.arange(1, num_views // views_per_chunk),
+    )
   return total / num_views

@@ -1,9 +1,9 @@
 """The layout of a training workdir, in one place.
 
-  WORKDIR/config.json                     the resolved config of the run
-  WORKDIR/checkpoints/<step>/{state,meta}  orbax checkpoints (see checkpointing.py)
-  WORKDIR/manifests/<split>.manifest.json the manifests of the dataset splits used
-  WORKDIR/test_<split>_{scores.npz,summary.json}, TensorBoard events, ...
+WORKDIR/config.json                     the resolved config of the run
+WORKDIR/checkpoints/<step>/{state,meta}  orbax checkpoints (see checkpointing.py)
+WORKDIR/manifests/<split>.manifest.json the manifests of the dataset splits used
+WORKDIR/test_<split>_{scores.npz,summary.json}, TensorBoard events, ...
 """
 
 from __future__ import annotations
@@ -58,4 +58,3 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     if key not in data:
       raise ValueError(f'{path}: no {key!r} section; not a cost_jax trainer config')
   return ml_collections.ConfigDict(saved.lists_to_tuples(data))
-

@@ -20,24 +20,26 @@ from absl import flags
 from cost_jax.data import labels
 from data_prep import cli, convert
 
-DEFAULT_NAME = "videos"
+DEFAULT_NAME = 'videos'
 
 
 def read_list_file(list_file: str, video_root: str) -> list[convert.Entry]:
   """Parses an MMAction2 list file; errors name the file, line and value."""
   entries = []
-  with open(list_file, encoding="utf-8") as f:
+  with open(list_file, encoding='utf-8') as f:
     for number, line in enumerate(f, 1):
       fields = line.split()
       if not fields:
         continue
       if len(fields) != 2:
-        raise ValueError(f"{list_file}:{number}: expected 'path label', got {line.strip()!r} "
-                         "(multi-label lists are not supported)")
+        raise ValueError(
+          f"{list_file}:{number}: expected 'path label', got {line.strip()!r} "
+          '(multi-label lists are not supported)'
+        )
       try:
         label = int(fields[1])
       except ValueError:
-        raise ValueError(f"{list_file}:{number}: label {fields[1]!r} is not an integer") from None
+        raise ValueError(f'{list_file}:{number}: label {fields[1]!r} is not an integer') from None
       entries.append(convert.Entry(os.path.join(video_root, fields[0]), label, fields[0]))
   return entries
 
@@ -53,16 +55,23 @@ def index_label_map(entries: Sequence[convert.Entry], num_classes: int = 0) -> l
 
 def _define_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
-  flags.DEFINE_string("list", None, "MMAction2 list file: 'path label' lines.", flag_values=fv,
-                      required=True)
-  flags.DEFINE_string("video_root", "", "Directory the list's paths are relative to.",
-                      flag_values=fv)
-  flags.DEFINE_string("split", None, "Split name, e.g. train or val (letters, digits, '_').",
-                      flag_values=fv, required=True)
-  flags.DEFINE_string("labels", "", "Class names, one per line (line i = class i).",
-                      flag_values=fv)
-  flags.DEFINE_integer("num_classes", 0, "Without --labels: number of classes (0 = largest "
-                       "label + 1).", flag_values=fv)
+  flags.DEFINE_string(
+    'list', None, "MMAction2 list file: 'path label' lines.", flag_values=fv, required=True
+  )
+  flags.DEFINE_string(
+    'video_root', '', "Directory the list's paths are relative to.", flag_values=fv
+  )
+  flags.DEFINE_string(
+    'split',
+    None,
+    "Split name, e.g. train or val (letters, digits, '_').",
+    flag_values=fv,
+    required=True,
+  )
+  flags.DEFINE_string('labels', '', 'Class names, one per line (line i = class i).', flag_values=fv)
+  flags.DEFINE_integer(
+    'num_classes', 0, 'Without --labels: number of classes (0 = largest label + 1).', flag_values=fv
+  )
   cli.define_conversion_flags(fv, DEFAULT_NAME)
   return fv
 
@@ -75,13 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.no_arguments(positional)
     options = cli.conversion_options(fv)
     entries = read_list_file(fv.list, fv.video_root)
-    label_map = (labels.read_label_names(fv.labels) if fv.labels
-                 else index_label_map(entries, fv.num_classes))
-    return convert.report(convert.convert_splits({fv.split: entries}, fv.output, label_map,
-                                                 options, fv.name))
+    label_map = (
+      labels.read_label_names(fv.labels) if fv.labels else index_label_map(entries, fv.num_classes)
+    )
+    return convert.report(
+      convert.convert_splits({fv.split: entries}, fv.output, label_map, options, fv.name)
+    )
 
-  return cli.run(run, fv, "data_prep.build", argv, __doc__)
+  return cli.run(run, fv, 'data_prep.build', argv, __doc__)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   sys.exit(main())

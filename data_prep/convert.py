@@ -49,52 +49,59 @@ from cost_jax.data import integrity, labels, schema, video_decode
 from data_prep import dataset_writer, encode_video
 from data_prep import progress as progress_lib
 
-DONE_DIR = ".done"
-TRUNCATED_POLICIES = ("drop", "keep")
+DONE_DIR = '.done'
+TRUNCATED_POLICIES = ('drop', 'keep')
 
 
 class Entry(NamedTuple):
   """One video to convert. `name` is stored as its `video_id` (default: the path's basename)."""
+
   path: str
   label: int
-  name: str = ""
+  name: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvertOptions:
   """How videos are converted. Fields that change the output are recorded in the manifest."""
-  short_side: int = 320      # stored frames' short side in px; 0 keeps the decoded size
-  image_format: str = "jpeg"  # "jpeg", or "png" (lossless)
+
+  short_side: int = 320  # stored frames' short side in px; 0 keeps the decoded size
+  image_format: str = 'jpeg'  # "jpeg", or "png" (lossless)
   jpeg_quality: int = 90
-  truncated: str = "drop"    # videos with missing frames: "drop" (as the official loader) or
-                             # "keep" (their decodable frames); listed in skipped.csv either way
-  shuffle_seed: int = 0      # seed of the order in which videos are dealt to shards
-  num_shards: int = 0        # 0: default_num_shards(len(entries))
-  workers: int = 0           # parallel processes (one shard per task); 0: os.cpu_count()
+  truncated: str = 'drop'  # videos with missing frames: "drop" (as the official loader) or
+  # "keep" (their decodable frames); listed in skipped.csv either way
+  shuffle_seed: int = 0  # seed of the order in which videos are dealt to shards
+  num_shards: int = 0  # 0: default_num_shards(len(entries))
+  workers: int = 0  # parallel processes (one shard per task); 0: os.cpu_count()
   min_side: int = video_decode.MIN_SIDE
   max_side: int = video_decode.MAX_SIDE
-  progress: bool = True      # a bar on a terminal, else a log line every minute (stderr)
+  progress: bool = True  # a bar on a terminal, else a log line every minute (stderr)
 
   def __post_init__(self):
-    checks = {"short_side": (self.short_side >= 0, ">= 0"),
-              "image_format": (self.image_format in schema.IMAGE_FORMATS,
-                               f"one of {schema.IMAGE_FORMATS}"),
-              "jpeg_quality": (1 <= self.jpeg_quality <= 100, "in 1..100"),
-              "truncated": (self.truncated in TRUNCATED_POLICIES,
-                            f"one of {TRUNCATED_POLICIES}"),
-              "num_shards": (self.num_shards >= 0, ">= 0"),
-              "workers": (self.workers >= 0, ">= 0"),
-              "min_side": (1 <= self.min_side <= self.max_side, "in 1..max_side")}
+    checks = {
+      'short_side': (self.short_side >= 0, '>= 0'),
+      'image_format': (self.image_format in schema.IMAGE_FORMATS, f'one of {schema.IMAGE_FORMATS}'),
+      'jpeg_quality': (1 <= self.jpeg_quality <= 100, 'in 1..100'),
+      'truncated': (self.truncated in TRUNCATED_POLICIES, f'one of {TRUNCATED_POLICIES}'),
+      'num_shards': (self.num_shards >= 0, '>= 0'),
+      'workers': (self.workers >= 0, '>= 0'),
+      'min_side': (1 <= self.min_side <= self.max_side, 'in 1..max_side'),
+    }
     for key, (ok, allowed) in checks.items():
       if not ok:
-        raise ValueError(f"{key}={getattr(self, key)!r} is invalid: must be {allowed}")
+        raise ValueError(f'{key}={getattr(self, key)!r} is invalid: must be {allowed}')
 
   def output_options(self) -> dict[str, Any]:
     """The options that change what is written (kept in the manifest and shard records)."""
-    return {"short_side": self.short_side, "image_format": self.image_format,
-            "jpeg_quality": self.jpeg_quality, "truncated": self.truncated,
-            "shuffle_seed": self.shuffle_seed, "min_side": self.min_side,
-            "max_side": self.max_side}
+    return {
+      'short_side': self.short_side,
+      'image_format': self.image_format,
+      'jpeg_quality': self.jpeg_quality,
+      'truncated': self.truncated,
+      'shuffle_seed': self.shuffle_seed,
+      'min_side': self.min_side,
+      'max_side': self.max_side,
+    }
 
 
 def default_num_shards(num_videos: int) -> int:
@@ -107,8 +114,9 @@ def shuffled_order(num_entries: int, seed: int) -> list[int]:
   return np.random.default_rng(seed).permutation(num_entries).tolist()
 
 
-def shard_entries(entries: Sequence[Entry], num_shards: int,
-                  seed: int | None = 0) -> list[list[tuple[int, Entry]]]:
+def shard_entries(
+  entries: Sequence[Entry], num_shards: int, seed: int | None = 0
+) -> list[list[tuple[int, Entry]]]:
   """(input position, entry) per shard: the entries in `shuffled_order(seed)` (input order when
   `seed` is None), dealt round-robin, so shard sizes differ by at most one."""
   order = list(range(len(entries))) if seed is None else shuffled_order(len(entries), seed)
@@ -117,21 +125,24 @@ def shard_entries(entries: Sequence[Entry], num_shards: int,
 
 def write_label_map(output_dir: str, label_map: Sequence[str]) -> str:
   """Writes `label_map.txt`, or checks that the one already there is the same."""
-  labels.check_label_names(label_map, "label map")
+  labels.check_label_names(label_map, 'label map')
   path = schema.label_map_path(output_dir)
   if os.path.exists(path):
     existing = labels.read_label_names(path)
     if existing != list(label_map):
-      diff = next((i for i, (a, b) in enumerate(zip(existing, label_map)) if a != b),
-                  min(len(existing), len(label_map)))
+      diff = next(
+        (i for i, (a, b) in enumerate(zip(existing, label_map)) if a != b),
+        min(len(existing), len(label_map)),
+      )
       raise ValueError(
-          f"{path} already holds a different label map ({len(existing)} classes, "
-          f"{len(label_map)} given; first difference at class {diff}): use another output "
-          "directory, or delete it and every split converted with it")
+        f'{path} already holds a different label map ({len(existing)} classes, '
+        f'{len(label_map)} given; first difference at class {diff}): use another output '
+        'directory, or delete it and every split converted with it'
+      )
     return path
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write("".join(f"{name}\n" for name in label_map))
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(''.join(f'{name}\n' for name in label_map))
   os.replace(tmp, path)
   return path
 
@@ -142,7 +153,7 @@ class _ShardTask:
   split: str
   index: int
   num_shards: int
-  entries: tuple[tuple[int, Entry], ...]   # (position in the input list, entry)
+  entries: tuple[tuple[int, Entry], ...]  # (position in the input list, entry)
   label_map: tuple[str, ...]
   options: ConvertOptions
 
@@ -152,18 +163,24 @@ class _ShardTask:
 
   @property
   def record_path(self) -> str:
-    return os.path.join(self.output_dir, DONE_DIR, f"{self.file}.json")
+    return os.path.join(self.output_dir, DONE_DIR, f'{self.file}.json')
 
   def fingerprint(self) -> str:
-    blob = json.dumps([schema.SCHEMA_VERSION, self.file,
-                       [[k, *entry] for k, entry in self.entries],
-                       schema.label_map_sha256(self.label_map), self.options.output_options()])
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    blob = json.dumps(
+      [
+        schema.SCHEMA_VERSION,
+        self.file,
+        [[k, *entry] for k, entry in self.entries],
+        schema.label_map_sha256(self.label_map),
+        self.options.output_options(),
+      ]
+    )
+    return hashlib.sha256(blob.encode('utf-8')).hexdigest()
 
 
 def done_record_path(output_dir: str, shard_file: str) -> str:
   """Where the `.done` record of a finished shard is (delete it to have the shard redone)."""
-  return os.path.join(output_dir, DONE_DIR, f"{shard_file}.json")
+  return os.path.join(output_dir, DONE_DIR, f'{shard_file}.json')
 
 
 def _finished_record(task: _ShardTask) -> dict[str, Any] | None:
@@ -174,27 +191,36 @@ def _finished_record(task: _ShardTask) -> dict[str, Any] | None:
     size = os.path.getsize(os.path.join(task.output_dir, task.file))
   except (OSError, ValueError):
     return None
-  if record.get("fingerprint") != task.fingerprint() or record.get("num_bytes") != size:
+  if record.get('fingerprint') != task.fingerprint() or record.get('num_bytes') != size:
     return None
   return record
 
 
-def _encode_one(entry: Entry, label_map: Sequence[str],
-                options: ConvertOptions) -> encode_video.EncodedVideo:
+def _encode_one(
+  entry: Entry, label_map: Sequence[str], options: ConvertOptions
+) -> encode_video.EncodedVideo:
   if not 0 <= entry.label < len(label_map):
     raise video_decode.BadVideoError(
-        f"label {entry.label} is not in the label map (0..{len(label_map) - 1})")
-  return encode_video.encode_video(entry.path, options.short_side, options.image_format,
-                                   options.jpeg_quality, options.min_side, options.max_side)
+      f'label {entry.label} is not in the label map (0..{len(label_map) - 1})'
+    )
+  return encode_video.encode_video(
+    entry.path,
+    options.short_side,
+    options.image_format,
+    options.jpeg_quality,
+    options.min_side,
+    options.max_side,
+  )
 
 
 def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str, Any]:
   """Writes one shard atomically, then its `.done` record; returns that record."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; workers only)
+
   serializer = dataset_writer.ExampleSerializer(task.label_map, task.options.image_format)
   path = os.path.join(task.output_dir, task.file)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  problems, videos = [], []   # problems: [input position, path, reason, kept]
+  tmp = f'{path}.tmp-{os.getpid()}'
+  problems, videos = [], []  # problems: [input position, path, reason, kept]
   with tf.io.TFRecordWriter(tmp) as writer:
     for list_index, entry in task.entries:
       try:
@@ -202,25 +228,39 @@ def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str
       except video_decode.BadVideoError as e:
         problems.append([list_index, entry.path, str(e), False])
       except Exception as e:  # pylint: disable=broad-except  (bad input never stops the run)
-        problems.append([list_index, entry.path, f"error: {type(e).__name__}: {e}", False])
+        problems.append([list_index, entry.path, f'error: {type(e).__name__}: {e}', False])
       else:
-        keep = not video.problem or task.options.truncated == "keep"
+        keep = not video.problem or task.options.truncated == 'keep'
         if video.problem:
-          action = "kept" if keep else "dropped (--truncated=drop)"
-          problems.append([list_index, entry.path, f"{video.problem}; {action}", keep])
+          action = 'kept' if keep else 'dropped (--truncated=drop)'
+          problems.append([list_index, entry.path, f'{video.problem}; {action}', keep])
         if keep:
           name = entry.name or os.path.basename(entry.path)
-          writer.write(serializer.serialize(
-              video.frames, label=entry.label, video_id=name, fps=video.fps,
-              height=video.height, width=video.width, original_height=video.original_height,
-              original_width=video.original_width))
+          writer.write(
+            serializer.serialize(
+              video.frames,
+              label=entry.label,
+              video_id=name,
+              fps=video.fps,
+              height=video.height,
+              width=video.width,
+              original_height=video.original_height,
+              original_width=video.original_width,
+            )
+          )
           videos.append([len(videos), name, entry.label, video.num_frames, entry.path])
       progress(1)
   os.replace(tmp, path)
-  record = {"file": task.file, "num_examples": len(videos),
-            "num_truncated": sum(1 for p in problems if p[2].startswith("truncated")),
-            "skipped": problems, "videos": videos, "num_bytes": os.path.getsize(path),
-            "sha256": integrity.sha256_file(path), "fingerprint": task.fingerprint()}
+  record = {
+    'file': task.file,
+    'num_examples': len(videos),
+    'num_truncated': sum(1 for p in problems if p[2].startswith('truncated')),
+    'skipped': problems,
+    'videos': videos,
+    'num_bytes': os.path.getsize(path),
+    'sha256': integrity.sha256_file(path),
+    'fingerprint': task.fingerprint(),
+  }
   schema.write_json_atomic(task.record_path, record)
   return record
 
@@ -250,10 +290,11 @@ def _convert_shard_in_worker(task: _ShardTask) -> dict[str, Any]:
   return _convert_shard(task, _WORKER_QUEUE.put)
 
 
-def _run_parallel(tasks: list[_ShardTask], workers: int,
-                  progress: progress_lib.Progress) -> list[dict[str, Any]]:
+def _run_parallel(
+  tasks: list[_ShardTask], workers: int, progress: progress_lib.Progress
+) -> list[dict[str, Any]]:
   """Runs shard tasks in `workers` spawned processes, feeding per-video progress."""
-  ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF threads
+  ctx = multiprocessing.get_context('spawn')  # no fork of a process that may hold TF threads
   progress_queue = ctx.Queue()
 
   def drain():
@@ -264,58 +305,71 @@ def _run_parallel(tasks: list[_ShardTask], workers: int,
         return
 
   records = []
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                              initargs=(progress_queue,)) as pool:
+  with concurrent.futures.ProcessPoolExecutor(
+    workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)
+  ) as pool:
     pending = {pool.submit(_convert_shard_in_worker, t) for t in tasks}
     while pending:
       done, pending = concurrent.futures.wait(
-          pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+        pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED
+      )
       drain()
       try:
         records.extend(f.result() for f in done)
       except concurrent.futures.BrokenExecutor as e:
         raise RuntimeError(
-            "a worker process died (a crash inside the decoder, or out of memory?); finished "
-            "shards are kept: re-run the same command to resume, with --workers=1 to see which "
-            "video it was") from e
+          'a worker process died (a crash inside the decoder, or out of memory?); finished '
+          'shards are kept: re-run the same command to resume, with --workers=1 to see which '
+          'video it was'
+        ) from e
   drain()
   return records
 
 
 def _remove_stale_files(output_dir: str, split: str, keep: set[str]) -> None:
   """Deletes shards of `split` with another shard count and temporaries of killed runs."""
-  shard = rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.{schema.FILE_FORMAT}"
-  for directory, suffix in ((output_dir, ""), (os.path.join(output_dir, DONE_DIR), r"\.json")):
-    pattern = re.compile(rf"^({shard}){suffix}(\.tmp-\d+)?$")
+  shard = rf'{re.escape(split)}-\d{{5}}-of-\d{{5}}\.{schema.FILE_FORMAT}'
+  for directory, suffix in ((output_dir, ''), (os.path.join(output_dir, DONE_DIR), r'\.json')):
+    pattern = re.compile(rf'^({shard}){suffix}(\.tmp-\d+)?$')
     for name in os.listdir(directory):
       match = pattern.match(name)
       if match and (match.group(2) or match.group(1) not in keep):
         os.remove(os.path.join(directory, name))
 
 
-def _check_other_splits(output_dir: str, splits: Iterable[str], options: ConvertOptions,
-                        name: str) -> None:
+def _check_other_splits(
+  output_dir: str, splits: Iterable[str], options: ConvertOptions, name: str
+) -> None:
   """The directory's other splits must share the dataset name and image format (TFDS has one
   feature definition per dataset)."""
   for manifest in dataset_writer.current_manifests(output_dir):
-    if manifest["split"] in splits:
+    if manifest['split'] in splits:
       continue
-    theirs = manifest["options"]["image_format"]
+    theirs = manifest['options']['image_format']
     if theirs != options.image_format:
-      raise ValueError(f"{output_dir} holds split {manifest['split']!r} with frames stored as "
-                       f"{theirs}; use --image_format={theirs} or another output directory")
-    if manifest["name"] != name:
-      raise ValueError(f"{output_dir} holds split {manifest['split']!r} of dataset "
-                       f"{manifest['name']!r}; use --name={manifest['name']} or another "
-                       "output directory")
+      raise ValueError(
+        f'{output_dir} holds split {manifest["split"]!r} with frames stored as '
+        f'{theirs}; use --image_format={theirs} or another output directory'
+      )
+    if manifest['name'] != name:
+      raise ValueError(
+        f'{output_dir} holds split {manifest["split"]!r} of dataset '
+        f'{manifest["name"]!r}; use --name={manifest["name"]} or another '
+        'output directory'
+      )
 
 
 EntryLike = Entry | tuple[str, int] | tuple[str, int, str]
 
 
-def convert_split(entries: Iterable[EntryLike], output_dir: str, split: str,
-                  label_map: Sequence[str], options: ConvertOptions = ConvertOptions(),
-                  name: str = "") -> dict[str, Any]:
+def convert_split(
+  entries: Iterable[EntryLike],
+  output_dir: str,
+  split: str,
+  label_map: Sequence[str],
+  options: ConvertOptions = ConvertOptions(),
+  name: str = '',
+) -> dict[str, Any]:
   """Converts `entries` (path, label index[, name]) to TFRecord shards of `split`; resumable.
 
   Returns a summary: split, name, num_videos, num_examples, num_skipped (videos left out),
@@ -328,9 +382,13 @@ def convert_split(entries: Iterable[EntryLike], output_dir: str, split: str,
   return convert_splits({split: entries}, output_dir, label_map, options, name)[0]
 
 
-def convert_splits(splits: Mapping[str, Iterable[EntryLike]], output_dir: str,
-                   label_map: Sequence[str], options: ConvertOptions = ConvertOptions(),
-                   name: str = "") -> list[dict[str, Any]]:
+def convert_splits(
+  splits: Mapping[str, Iterable[EntryLike]],
+  output_dir: str,
+  label_map: Sequence[str],
+  options: ConvertOptions = ConvertOptions(),
+  name: str = '',
+) -> list[dict[str, Any]]:
   """`convert_split` for several splits sharing one label map and one pool of workers."""
   start = time.time()
   label_map = tuple(label_map)
@@ -338,7 +396,8 @@ def convert_splits(splits: Mapping[str, Iterable[EntryLike]], output_dir: str,
     if not re.fullmatch(schema.SPLIT_NAME_PATTERN, split):
       raise ValueError(f"split name {split!r} must be letters, digits or '_'")
   name = dataset_writer.check_dataset_name(
-      name or dataset_writer.default_dataset_name(output_dir, "videos"))
+    name or dataset_writer.default_dataset_name(output_dir, 'videos')
+  )
   os.makedirs(os.path.join(output_dir, DONE_DIR), exist_ok=True)
   write_label_map(output_dir, label_map)
   _check_other_splits(output_dir, splits, options, name)
@@ -346,9 +405,10 @@ def convert_splits(splits: Mapping[str, Iterable[EntryLike]], output_dir: str,
   for split, entries in splits.items():
     all_entries[split] = [Entry(*e) for e in entries]
     num_shards = options.num_shards or default_num_shards(len(all_entries[split]))
-    tasks[split] = [_ShardTask(output_dir, split, i, num_shards, tuple(shard), label_map, options)
-                    for i, shard in enumerate(shard_entries(all_entries[split], num_shards,
-                                                            options.shuffle_seed))]
+    tasks[split] = [
+      _ShardTask(output_dir, split, i, num_shards, tuple(shard), label_map, options)
+      for i, shard in enumerate(shard_entries(all_entries[split], num_shards, options.shuffle_seed))
+    ]
     _remove_stale_files(output_dir, split, {t.file for t in tasks[split]})
 
   records = {t.file: _finished_record(t) for ts in tasks.values() for t in ts}
@@ -357,75 +417,106 @@ def convert_splits(splits: Mapping[str, Iterable[EntryLike]], output_dir: str,
   workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
   total = sum(map(len, all_entries.values()))
   initial = total - sum(len(t.entries) for t in todo)
-  with progress_lib.Progress(total, initial, desc=",".join(splits),
-                             enabled=options.progress) as progress:
+  with progress_lib.Progress(
+    total, initial, desc=','.join(splits), enabled=options.progress
+  ) as progress:
     if workers == 1:
       new_records = [_convert_shard(t, progress.update) for t in todo]
     else:
       new_records = _run_parallel(todo, workers, progress)
-  records.update((r["file"], r) for r in new_records)
+  records.update((r['file'], r) for r in new_records)
 
   seconds = time.time() - start
   summaries = []
   with dataset_writer.metadata_lock(output_dir):
     for split in splits:
-      summaries.append(_write_split_files(
-          output_dir, split, name, all_entries[split], label_map, options,
-          [records[t.file] for t in tasks[split]], sum(t.file in reused for t in tasks[split]),
-          seconds))
+      summaries.append(
+        _write_split_files(
+          output_dir,
+          split,
+          name,
+          all_entries[split],
+          label_map,
+          options,
+          [records[t.file] for t in tasks[split]],
+          sum(t.file in reused for t in tasks[split]),
+          seconds,
+        )
+      )
     dataset_writer.write_tfds_metadata(output_dir)
   return summaries
 
 
 def _write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", newline="", encoding="utf-8") as f:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(rows)
   os.replace(tmp, path)
 
 
-def _write_split_files(output_dir, split, name, entries, label_map, options, records, reused,
-                       seconds) -> dict[str, Any]:
+def _write_split_files(
+  output_dir, split, name, entries, label_map, options, records, reused, seconds
+) -> dict[str, Any]:
   """Writes skipped.csv, index.csv and the manifest from the shard records; the summary."""
-  problems = sorted(p for r in records for p in r["skipped"])
+  problems = sorted(p for r in records for p in r['skipped'])
   skipped_csv = schema.skipped_path(output_dir, split)
-  _write_csv(skipped_csv, ["path", "reason", "kept"],
-             ((path, reason, "yes" if kept else "no") for _, path, reason, kept in problems))
-  starts = np.cumsum([0] + [r["num_examples"] for r in records]).tolist()
-  _write_csv(schema.index_path(output_dir, split),
-             ["index", "file", "position", "video_id", "label", "num_frames", "path"],
-             ((start + position, r["file"], position, video_id, label, frames, path)
-              for r, start in zip(records, starts)
-              for position, video_id, label, frames, path in r["videos"]))
-  num_examples = sum(r["num_examples"] for r in records)
+  _write_csv(
+    skipped_csv,
+    ['path', 'reason', 'kept'],
+    ((path, reason, 'yes' if kept else 'no') for _, path, reason, kept in problems),
+  )
+  starts = np.cumsum([0] + [r['num_examples'] for r in records]).tolist()
+  _write_csv(
+    schema.index_path(output_dir, split),
+    ['index', 'file', 'position', 'video_id', 'label', 'num_frames', 'path'],
+    (
+      (start + position, r['file'], position, video_id, label, frames, path)
+      for r, start in zip(records, starts)
+      for position, video_id, label, frames, path in r['videos']
+    ),
+  )
+  num_examples = sum(r['num_examples'] for r in records)
   num_skipped = sum(1 for *_, kept in problems if not kept)
   manifest = {
-      "schema_version": schema.SCHEMA_VERSION,
-      "split": split,
-      "name": name,
-      "num_examples": num_examples,
-      "num_videos": len(entries),
-      "num_classes": len(label_map),
-      "label_map": list(label_map),
-      "label_map_sha256": schema.label_map_sha256(label_map),
-      "options": dict(options.output_options(), num_shards=len(records),
-                      order="random permutation of the input (numpy default_rng(shuffle_seed))"
-                            ", dealt round-robin to the shards"),
-      "shards": [{key: r[key] for key in schema.SHARD_KEYS} for r in records],
-      "num_skipped": num_skipped,
-      "num_truncated": sum(r["num_truncated"] for r in records),
-      "skipped": [{"path": path, "reason": reason, "kept": kept}
-                  for _, path, reason, kept in problems],
+    'schema_version': schema.SCHEMA_VERSION,
+    'split': split,
+    'name': name,
+    'num_examples': num_examples,
+    'num_videos': len(entries),
+    'num_classes': len(label_map),
+    'label_map': list(label_map),
+    'label_map_sha256': schema.label_map_sha256(label_map),
+    'options': dict(
+      options.output_options(),
+      num_shards=len(records),
+      order='random permutation of the input (numpy default_rng(shuffle_seed))'
+      ', dealt round-robin to the shards',
+    ),
+    'shards': [{key: r[key] for key in schema.SHARD_KEYS} for r in records],
+    'num_skipped': num_skipped,
+    'num_truncated': sum(r['num_truncated'] for r in records),
+    'skipped': [
+      {'path': path, 'reason': reason, 'kept': kept} for _, path, reason, kept in problems
+    ],
   }
   manifest_file = schema.manifest_path(output_dir, split)
   schema.write_json_atomic(manifest_file, manifest)
-  return {"split": split, "name": name, "data_dir": output_dir, "num_videos": len(entries),
-          "num_examples": num_examples, "num_skipped": num_skipped,
-          "num_truncated": manifest["num_truncated"], "num_shards": len(records),
-          "shards_reused": reused, "seconds": round(seconds, 2), "manifest": manifest_file,
-          "skipped_csv": skipped_csv}
+  return {
+    'split': split,
+    'name': name,
+    'data_dir': output_dir,
+    'num_videos': len(entries),
+    'num_examples': num_examples,
+    'num_skipped': num_skipped,
+    'num_truncated': manifest['num_truncated'],
+    'num_shards': len(records),
+    'shards_reused': reused,
+    'seconds': round(seconds, 2),
+    'manifest': manifest_file,
+    'skipped_csv': skipped_csv,
+  }
 
 
 def report(summaries: Sequence[dict[str, Any]], stream: TextIO | None = None) -> int:
@@ -433,17 +524,25 @@ def report(summaries: Sequence[dict[str, Any]], stream: TextIO | None = None) ->
   stream = stream or sys.stderr
   status = 0
   for s in summaries:
-    line = (f"{s['split']}: {s['num_examples']} of {s['num_videos']} videos converted in "
-            f"{s['seconds']:.1f} s, {s['num_shards']} shards ({s['shards_reused']} reused); "
-            f"{s['num_skipped']} skipped, {s['num_truncated']} truncated")
-    if s["num_skipped"] or s["num_truncated"]:
-      line += f" (see {s['skipped_csv']})"
+    line = (
+      f'{s["split"]}: {s["num_examples"]} of {s["num_videos"]} videos converted in '
+      f'{s["seconds"]:.1f} s, {s["num_shards"]} shards ({s["shards_reused"]} reused); '
+      f'{s["num_skipped"]} skipped, {s["num_truncated"]} truncated'
+    )
+    if s['num_skipped'] or s['num_truncated']:
+      line += f' (see {s["skipped_csv"]})'
     print(line, file=stream)
-    if s["num_examples"] == 0:
-      print(f"error: no video of split {s['split']!r} could be converted; reasons in "
-            f"{s['skipped_csv']}", file=stream)
+    if s['num_examples'] == 0:
+      print(
+        f'error: no video of split {s["split"]!r} could be converted; reasons in '
+        f'{s["skipped_csv"]}',
+        file=stream,
+      )
       status = 1
   if summaries and status == 0:
-    print(f"TFDS dataset {summaries[0]['name']!r}: "
-          f"tfds.builder_from_directory({summaries[0]['data_dir']!r})", file=stream)
+    print(
+      f'TFDS dataset {summaries[0]["name"]!r}: '
+      f'tfds.builder_from_directory({summaries[0]["data_dir"]!r})',
+      file=stream,
+    )
   return status

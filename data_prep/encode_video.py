@@ -17,20 +17,21 @@ from PIL import Image
 from cost_jax.data import video_decode
 from cost_jax.data.video_decode import BadVideoError
 
-PNG_COMPRESS_LEVEL = 1   # zlib level: 6 (PIL's default) saves ~2% of disk and costs ~40% time
+PNG_COMPRESS_LEVEL = 1  # zlib level: 6 (PIL's default) saves ~2% of disk and costs ~40% time
 
 
 @dataclasses.dataclass
 class EncodedVideo:
   """Frames of one video, one encoded image each, at the native frame rate."""
+
   frames: list[bytes]
   fps: float
-  height: int             # of the stored frames
+  height: int  # of the stored frames
   width: int
   original_height: int
   original_width: int
-  container_frames: int   # the frame count the container states (0: not stated)
-  problem: str = ""       # non-empty when only part of the video decoded ("truncated: ...")
+  container_frames: int  # the frame count the container states (0: not stated)
+  problem: str = ''  # non-empty when only part of the video decoded ("truncated: ...")
 
   @property
   def num_frames(self) -> int:
@@ -54,31 +55,38 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
   return even(height * short_side / width), short_side
 
 
-def encode_frame(frame: av.VideoFrame, height: int, width: int, image_format: str = "jpeg",
-                 jpeg_quality: int = 90) -> bytes:
+def encode_frame(
+  frame: av.VideoFrame, height: int, width: int, image_format: str = 'jpeg', jpeg_quality: int = 90
+) -> bytes:
   """One decoded frame as JPEG or PNG bytes of size (height, width).
 
   At the frame's own size the RGB pixels are exactly `frame.to_ndarray(format="rgb24")`;
   otherwise the frame is resized by FFmpeg's bicubic scaler.
   """
   if (height, width) == (frame.height, frame.width):
-    image = Image.fromarray(frame.to_ndarray(format="rgb24"))
+    image = Image.fromarray(frame.to_ndarray(format='rgb24'))
   else:
-    image = frame.reformat(width=width, height=height, format="rgb24",
-                           interpolation="BICUBIC").to_image()
+    image = frame.reformat(
+      width=width, height=height, format='rgb24', interpolation='BICUBIC'
+    ).to_image()
   buf = io.BytesIO()
-  if image_format == "png":
-    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-  elif image_format == "jpeg":
-    image.save(buf, format="JPEG", quality=jpeg_quality)
+  if image_format == 'png':
+    image.save(buf, format='PNG', compress_level=PNG_COMPRESS_LEVEL)
+  elif image_format == 'jpeg':
+    image.save(buf, format='JPEG', quality=jpeg_quality)
   else:
     raise ValueError(f"image_format must be 'jpeg' or 'png', got {image_format!r}")
   return buf.getvalue()
 
 
-def encode_video(path: str, short_side: int = 320, image_format: str = "jpeg",
-                 jpeg_quality: int = 90, min_side: int = video_decode.MIN_SIDE,
-                 max_side: int = video_decode.MAX_SIDE) -> EncodedVideo:
+def encode_video(
+  path: str,
+  short_side: int = 320,
+  image_format: str = 'jpeg',
+  jpeg_quality: int = 90,
+  min_side: int = video_decode.MIN_SIDE,
+  max_side: int = video_decode.MAX_SIDE,
+) -> EncodedVideo:
   """Decodes every frame of `path` (first video stream) and encodes it as an image.
 
   Damaged packets are skipped; when frames are missing (fewer than the container states, or
@@ -90,8 +98,9 @@ def encode_video(path: str, short_side: int = 320, image_format: str = "jpeg",
   log, frames = video_decode.DecodeLog(), []
   size = None  # (original, stored) (height, width), from the first frame
   with container:
-    video_decode.check_resolution(stream.codec_context.height, stream.codec_context.width,
-                                  min_side, max_side)
+    video_decode.check_resolution(
+      stream.codec_context.height, stream.codec_context.width, min_side, max_side
+    )
     fps = video_decode.frame_rate(stream)
     expected = stream.frames  # 0 when the container does not say
     for frame in video_decode.robust_frames(container, stream, log, min_side, max_side):
@@ -100,12 +109,12 @@ def encode_video(path: str, short_side: int = 320, image_format: str = "jpeg",
         size = original, resized_shape(*original, short_side)
       frames.append(encode_frame(frame, *size[1], image_format, jpeg_quality))
   if not frames:
-    detail = f": {log.last_error}" if log.last_error else ""
-    raise BadVideoError(f"no decodable frame{detail}")
-  problem = ""
+    detail = f': {log.last_error}' if log.last_error else ''
+    raise BadVideoError(f'no decodable frame{detail}')
+  problem = ''
   if log.errors or len(frames) < expected:
-    total = f" of {expected}" if expected else ""
-    errors = f", {log.errors} damaged packet(s)" if log.errors else ""
-    problem = f"truncated: kept {len(frames)} frames{total}{errors}"
+    total = f' of {expected}' if expected else ''
+    errors = f', {log.errors} damaged packet(s)' if log.errors else ''
+    problem = f'truncated: kept {len(frames)} frames{total}{errors}'
   (orig_h, orig_w), (height, width) = size
   return EncodedVideo(frames, fps, height, width, orig_h, orig_w, int(expected), problem)

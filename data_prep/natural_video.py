@@ -12,15 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def _pink_noise(rng: np.random.Generator, height: int, width: int, exponent: float
-                ) -> np.ndarray:
+def _pink_noise(rng: np.random.Generator, height: int, width: int, exponent: float) -> np.ndarray:
   """Zero-mean, unit-variance noise with amplitude spectrum 1/f**exponent (natural images: ~1)."""
   fy = np.fft.fftfreq(height)[:, None]
   fx = np.fft.rfftfreq(width)[None, :]
-  radius = np.sqrt(fx ** 2 + fy ** 2)
+  radius = np.sqrt(fx**2 + fy**2)
   radius[0, 0] = 1.0
-  spectrum = (rng.normal(size=radius.shape) + 1j * rng.normal(size=radius.shape))
-  field = np.fft.irfft2(spectrum / radius ** exponent, s=(height, width))
+  spectrum = rng.normal(size=radius.shape) + 1j * rng.normal(size=radius.shape)
+  field = np.fft.irfft2(spectrum / radius**exponent, s=(height, width))
   field -= field.mean()
   return field / (field.std() + 1e-12)
 
@@ -30,7 +29,7 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
   and weaker chroma, a few soft-edged regions of another brightness, fine grain."""
   luma = _pink_noise(rng, height, width, 1.15) + 0.08 * _pink_noise(rng, height, width, 0.5)
   yy, xx = np.mgrid[:height, :width].astype(np.float32)
-  for _ in range(int(rng.integers(2, 5))):   # regions with edges (objects, shadows)
+  for _ in range(int(rng.integers(2, 5))):  # regions with edges (objects, shadows)
     cy, cx = rng.uniform(0, height), rng.uniform(0, width)
     ry, rx = rng.uniform(0.1, 0.4) * height, rng.uniform(0.1, 0.4) * width
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
@@ -49,7 +48,7 @@ def _shifted(canvas: np.ndarray, top: float, left: float, height: int, width: in
   """Bilinear window [top, top + height) x [left, left + width) of `canvas` (sub-pixel)."""
   y0, x0 = int(np.floor(top)), int(np.floor(left))
   fy, fx = top - y0, left - x0
-  window = canvas[y0:y0 + height + 1, x0:x0 + width + 1]
+  window = canvas[y0 : y0 + height + 1, x0 : x0 + width + 1]
   rows = (1 - fy) * window[:-1] + fy * window[1:]
   return (1 - fx) * rows[:, :-1] + fx * rows[:, 1:]
 
@@ -62,26 +61,37 @@ def natural_frames(num_frames: int, height: int, width: int, seed: int = 0) -> n
   margin = max(8, int(0.15 * max(height, width)))
   canvas = _texture(rng, height + 2 * margin + 2, width + 2 * margin + 2)
   # Camera: smooth random walk inside the margin.
-  steps = rng.normal(0, 0.6, (num_frames, 2)).cumsum(axis=0) + rng.uniform(-1.5, 1.5, 2) * \
-      np.arange(num_frames)[:, None] / max(1, num_frames - 1) * margin * 0.8
+  steps = (
+    rng.normal(0, 0.6, (num_frames, 2)).cumsum(axis=0)
+    + rng.uniform(-1.5, 1.5, 2)
+    * np.arange(num_frames)[:, None]
+    / max(1, num_frames - 1)
+    * margin
+    * 0.8
+  )
   path = np.clip(steps + margin, 0, 2 * margin)
   objects = []
   for _ in range(2):
     size = rng.uniform(0.15, 0.35) * min(height, width)
-    objects.append(dict(texture=_texture(rng, int(size) * 2 + 4, int(size) * 2 + 4),
-                        radius=size, start=rng.uniform([0, 0], [height, width]),
-                        velocity=rng.uniform(-1, 1, 2) * min(height, width) / max(8, num_frames)))
+    objects.append(
+      dict(
+        texture=_texture(rng, int(size) * 2 + 4, int(size) * 2 + 4),
+        radius=size,
+        start=rng.uniform([0, 0], [height, width]),
+        velocity=rng.uniform(-1, 1, 2) * min(height, width) / max(8, num_frames),
+      )
+    )
   gain = 1 + 0.06 * np.sin(np.linspace(0, rng.uniform(1, 3), num_frames) + rng.uniform(0, 6))
   yy, xx = np.mgrid[:height, :width].astype(np.float32)
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   for t in range(num_frames):
     image = _shifted(canvas, path[t, 0], path[t, 1], height, width)
     for obj in objects:
-      cy, cx = obj["start"] + t * obj["velocity"]
-      r = obj["radius"]
+      cy, cx = obj['start'] + t * obj['velocity']
+      r = obj['radius']
       dist = np.sqrt(((yy - cy) / r) ** 2 + ((xx - cx) / (0.8 * r)) ** 2)
-      alpha = np.clip((1.0 - dist) * r / 1.5, 0, 1)[..., None]   # ~1.5 px soft edge
-      tex = obj["texture"]
+      alpha = np.clip((1.0 - dist) * r / 1.5, 0, 1)[..., None]  # ~1.5 px soft edge
+      tex = obj['texture']
       ty = np.clip((yy - cy + r).astype(int), 0, tex.shape[0] - 1)
       tx = np.clip((xx - cx + r).astype(int), 0, tex.shape[1] - 1)
       image = (1 - alpha) * image + alpha * tex[ty, tx]

@@ -34,35 +34,44 @@ from absl import flags
 from cost_jax.data import labels, schema
 from data_prep import cli, convert
 
-PAIRS = (("move_right", "move_left"), ("move_down", "move_up"),
-         ("rotate_clockwise", "rotate_counterclockwise"), ("grow", "shrink"))
-SPLITS = {"train": 0, "val": 1}
-_X264_PARAMS = "keyint=1:qp=12"  # intra-only, fixed quantiser: frames coded independently
-DATASET_NAME = "synthetic_frame_order"
+PAIRS = (
+  ('move_right', 'move_left'),
+  ('move_down', 'move_up'),
+  ('rotate_clockwise', 'rotate_counterclockwise'),
+  ('grow', 'shrink'),
+)
+SPLITS = {'train': 0, 'val': 1}
+_X264_PARAMS = 'keyint=1:qp=12'  # intra-only, fixed quantiser: frames coded independently
+DATASET_NAME = 'synthetic_frame_order'
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
   """What to generate; the defaults (400 videos) take about 10-20 s on 2 cores."""
+
   num_classes: int = 8
   train_per_class: int = 40
   val_per_class: int = 10
   frames: int = 32
-  size: int = 64       # height = width, in pixels (even)
+  size: int = 64  # height = width, in pixels (even)
   fps: int = 8
   seed: int = 0
 
   def __post_init__(self):
-    checks = {"num_classes": self.num_classes in range(2, 2 * len(PAIRS) + 1, 2),
-              "train_per_class": self.train_per_class >= 1,
-              "val_per_class": self.val_per_class >= 1,
-              "frames": self.frames >= 4,
-              "size": self.size >= 16 and self.size % 2 == 0,
-              "fps": self.fps >= 1}
+    checks = {
+      'num_classes': self.num_classes in range(2, 2 * len(PAIRS) + 1, 2),
+      'train_per_class': self.train_per_class >= 1,
+      'val_per_class': self.val_per_class >= 1,
+      'frames': self.frames >= 4,
+      'size': self.size >= 16 and self.size % 2 == 0,
+      'fps': self.fps >= 1,
+    }
     for key, ok in checks.items():
       if not ok:
-        raise ValueError(f"synthetic option {key}={getattr(self, key)!r} is invalid (num_classes:"
-                         " even, 2..8; size: even, >= 16; frames >= 4)")
+        raise ValueError(
+          f'synthetic option {key}={getattr(self, key)!r} is invalid (num_classes:'
+          ' even, 2..8; size: even, >= 16; frames >= 4)'
+        )
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -80,7 +89,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
   interp = np.zeros((size, grid))
   interp[np.arange(size), lo] = 1 - frac
   interp[np.arange(size), lo + 1] = frac
-  smooth = np.einsum("yi,xj,ijc->yxc", interp, interp, coarse)
+  smooth = np.einsum('yi,xj,ijc->yxc', interp, interp, coarse)
   low, span = rng.uniform(20, 110), rng.uniform(60, 120)
   return np.clip(low + span * smooth + rng.normal(0, 6, smooth.shape), 0, 255)
 
@@ -96,8 +105,9 @@ def _inside(vertices: np.ndarray, size: int) -> np.ndarray:
   """Boolean (size, size) mask of pixel centres inside a convex polygon (any orientation)."""
   yy, xx = np.mgrid[:size, :size] + 0.5
   edges = np.roll(vertices, -1, axis=0) - vertices
-  cross = (edges[:, 0, None, None] * (yy - vertices[:, 1, None, None]) -
-           edges[:, 1, None, None] * (xx - vertices[:, 0, None, None]))
+  cross = edges[:, 0, None, None] * (yy - vertices[:, 1, None, None]) - edges[:, 1, None, None] * (
+    xx - vertices[:, 0, None, None]
+  )
   return np.all(cross >= 0, axis=0) | np.all(cross <= 0, axis=0)
 
 
@@ -105,7 +115,7 @@ def _trajectory(rng: np.random.Generator, pair: int, frames: int, size: int) -> 
   """Per-frame (cx, cy, radius, angle) of the forward (first) class of `pair`."""
   t = np.arange(frames, dtype=np.float64)
   angle0 = rng.uniform(0, 2 * np.pi)
-  if pair in (0, 1):      # translation: right (x grows) or down (y grows)
+  if pair in (0, 1):  # translation: right (x grows) or down (y grows)
     radius = size * rng.uniform(0.09, 0.15)
     travel = size * rng.uniform(0.3, 0.55)
     along = rng.uniform(radius, size - radius - travel) + travel * t / (frames - 1)
@@ -113,18 +123,20 @@ def _trajectory(rng: np.random.Generator, pair: int, frames: int, size: int) -> 
     across = across.clip(radius, size - radius)
     cx, cy = (along, across) if pair == 0 else (across, along)
     return np.stack([cx, cy, np.full_like(t, radius), np.full_like(t, angle0)], axis=1)
-  if pair == 2:           # clockwise on screen: the angle grows (the y axis points down)
+  if pair == 2:  # clockwise on screen: the angle grows (the y axis points down)
     radius = size * rng.uniform(0.16, 0.26)
     cx, cy = rng.uniform(radius + 1, size - radius - 1, 2)
     step = np.deg2rad(rng.uniform(5, 11)) * 32 / frames
-    return np.stack([np.full_like(t, cx), np.full_like(t, cy), np.full_like(t, radius),
-                     angle0 + step * t], axis=1)
-  r_end = size * rng.uniform(0.2, 0.3)   # grow: radius from r_end / ratio to r_end
+    return np.stack(
+      [np.full_like(t, cx), np.full_like(t, cy), np.full_like(t, radius), angle0 + step * t], axis=1
+    )
+  r_end = size * rng.uniform(0.2, 0.3)  # grow: radius from r_end / ratio to r_end
   ratio = rng.uniform(2.5, 3.5)
   radius = r_end * ratio ** (t / (frames - 1) - 1)
   cx, cy = rng.uniform(r_end + 1, size - r_end - 1, 2)
-  return np.stack([np.full_like(t, cx), np.full_like(t, cy), radius, np.full_like(t, angle0)],
-                  axis=1)
+  return np.stack(
+    [np.full_like(t, cx), np.full_like(t, cy), radius, np.full_like(t, angle0)], axis=1
+  )
 
 
 def render_forward(rng: np.random.Generator, pair: int, frames: int, size: int) -> np.ndarray:
@@ -159,102 +171,120 @@ def make_video(class_index: int, frames: int, size: int, rng: np.random.Generato
 
 def video_rng(seed: int, split: str, class_index: int, number: int) -> np.random.Generator:
   """The generator of one video, independent of the others (and of the class within a pair)."""
-  return np.random.default_rng([seed, SPLITS[split], class_index // 2, number,
-                                class_index % 2])
+  return np.random.default_rng([seed, SPLITS[split], class_index // 2, number, class_index % 2])
 
 
 def write_mp4(path: str, video: np.ndarray, fps: int) -> None:
   """Writes uint8 (T, H, W, 3) RGB as H.264 intra-only mp4, atomically."""
-  tmp = f"{path}.tmp-{os.getpid()}.mp4"
-  with av.open(tmp, "w") as container:
-    stream = container.add_stream("libx264", rate=fps)
+  tmp = f'{path}.tmp-{os.getpid()}.mp4'
+  with av.open(tmp, 'w') as container:
+    stream = container.add_stream('libx264', rate=fps)
     stream.height, stream.width = video.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    stream.options = {"x264-params": _X264_PARAMS}
+    stream.pix_fmt = 'yuv420p'
+    stream.options = {'x264-params': _X264_PARAMS}
     for frame in video:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
     container.mux(stream.encode())
   os.replace(tmp, path)
 
 
-def _write_class(video_root: str, split: str, class_index: int,
-                 config: SyntheticConfig) -> list[str]:
+def _write_class(
+  video_root: str, split: str, class_index: int, config: SyntheticConfig
+) -> list[str]:
   """Writes the videos of one class of one split; returns their list-file lines."""
   name = class_names(config.num_classes)[class_index]
-  count = config.train_per_class if split == "train" else config.val_per_class
+  count = config.train_per_class if split == 'train' else config.val_per_class
   os.makedirs(os.path.join(video_root, split, name), exist_ok=True)
   lines = []
   for n in range(count):
-    relative = f"{split}/{name}/{n:05d}.mp4"
-    video = make_video(class_index, config.frames, config.size,
-                       video_rng(config.seed, split, class_index, n))
+    relative = f'{split}/{name}/{n:05d}.mp4'
+    video = make_video(
+      class_index, config.frames, config.size, video_rng(config.seed, split, class_index, n)
+    )
     write_mp4(os.path.join(video_root, relative), video, config.fps)
-    lines.append(f"{relative} {class_index}\n")
+    lines.append(f'{relative} {class_index}\n')
   return lines
 
 
-def generate(output: str, config: SyntheticConfig = SyntheticConfig(),
-             workers: int = 0) -> dict[str, str]:
+def generate(
+  output: str, config: SyntheticConfig = SyntheticConfig(), workers: int = 0
+) -> dict[str, str]:
   """Writes videos, list files and labels.txt (in `workers` processes, 0 = all cores).
 
   Returns the paths: labels, train_list, val_list, video_root. Skips the work when
   `{output}/synthetic.json` says the same options were already generated.
   """
-  paths = {"labels": os.path.join(output, "labels.txt"),
-           **{f"{s}_list": os.path.join(output, f"{s}_list.txt") for s in SPLITS},
-           "video_root": os.path.join(output, "videos")}
-  record_path = os.path.join(output, "synthetic.json")
+  paths = {
+    'labels': os.path.join(output, 'labels.txt'),
+    **{f'{s}_list': os.path.join(output, f'{s}_list.txt') for s in SPLITS},
+    'video_root': os.path.join(output, 'videos'),
+  }
+  record_path = os.path.join(output, 'synthetic.json')
   record = dataclasses.asdict(config)
   if os.path.exists(record_path) and all(os.path.exists(p) for p in paths.values()):
     with open(record_path) as f:
       if json.load(f) == record:
         return paths
   os.makedirs(output, exist_ok=True)
-  jobs = [(paths["video_root"], s, c, config) for s in SPLITS for c in range(config.num_classes)]
+  jobs = [(paths['video_root'], s, c, config) for s in SPLITS for c in range(config.num_classes)]
   workers = min(workers or os.cpu_count() or 1, len(jobs))
   if workers == 1:
     lines = [_write_class(*job) for job in jobs]
   else:
     with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=convert.exit_with_parent) as pool:
+      workers, mp_context=multiprocessing.get_context('spawn'), initializer=convert.exit_with_parent
+    ) as pool:
       lines = list(pool.map(_write_class, *zip(*jobs)))
   for split in SPLITS:
-    with open(paths[f"{split}_list"], "w") as f:
-      f.writelines(line for job, job_lines in zip(jobs, lines) if job[1] == split
-                   for line in job_lines)
-  with open(paths["labels"], "w") as f:
-    f.writelines(f"{name}\n" for name in class_names(config.num_classes))
+    with open(paths[f'{split}_list'], 'w') as f:
+      f.writelines(
+        line for job, job_lines in zip(jobs, lines) if job[1] == split for line in job_lines
+      )
+  with open(paths['labels'], 'w') as f:
+    f.writelines(f'{name}\n' for name in class_names(config.num_classes))
   schema.write_json_atomic(record_path, record)
   return paths
 
 
-def generate_and_convert(output: str, config: SyntheticConfig = SyntheticConfig(),
-                         options: convert.ConvertOptions | None = None) -> list[dict[str, Any]]:
+def generate_and_convert(
+  output: str,
+  config: SyntheticConfig = SyntheticConfig(),
+  options: convert.ConvertOptions | None = None,
+) -> list[dict[str, Any]]:
   """`generate`, then TFRecords of train and val in `{output}/tfrecords`; returns summaries.
 
   Frames keep their size unless `options` says otherwise (default: short_side=0, 4 shards).
   """
   from data_prep import build  # pylint: disable=g-import-not-at-top
+
   options = options or convert.ConvertOptions(short_side=0, num_shards=4)
   paths = generate(output, config, options.workers)
-  label_map = labels.read_label_names(paths["labels"])
-  jobs = {s: build.read_list_file(paths[f"{s}_list"], paths["video_root"]) for s in SPLITS}
-  return convert.convert_splits(jobs, os.path.join(output, "tfrecords"), label_map, options,
-                                name=DATASET_NAME)
+  label_map = labels.read_label_names(paths['labels'])
+  jobs = {s: build.read_list_file(paths[f'{s}_list'], paths['video_root']) for s in SPLITS}
+  return convert.convert_splits(
+    jobs, os.path.join(output, 'tfrecords'), label_map, options, name=DATASET_NAME
+  )
 
 
 def _define_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
   defaults = SyntheticConfig()
-  flags.DEFINE_string("output", None, "Output directory.", flag_values=fv, required=True)
+  flags.DEFINE_string('output', None, 'Output directory.', flag_values=fv, required=True)
   for field in dataclasses.fields(SyntheticConfig):
-    flags.DEFINE_integer(field.name, getattr(defaults, field.name),
-                         f"Synthetic dataset option {field.name}.", flag_values=fv)
-  flags.DEFINE_boolean("tfrecords", False, "Also convert train and val into the TFDS dataset "
-                       "directory {output}/tfrecords.", flag_values=fv)
-  flags.DEFINE_integer("workers", 0, "Processes (0 = all cores).", flag_values=fv)
-  flags.DEFINE_boolean("progress", True, "Show conversion progress on stderr.", flag_values=fv)
+    flags.DEFINE_integer(
+      field.name,
+      getattr(defaults, field.name),
+      f'Synthetic dataset option {field.name}.',
+      flag_values=fv,
+    )
+  flags.DEFINE_boolean(
+    'tfrecords',
+    False,
+    'Also convert train and val into the TFDS dataset directory {output}/tfrecords.',
+    flag_values=fv,
+  )
+  flags.DEFINE_integer('workers', 0, 'Processes (0 = all cores).', flag_values=fv)
+  flags.DEFINE_boolean('progress', True, 'Show conversion progress on stderr.', flag_values=fv)
   return fv
 
 
@@ -264,19 +294,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   def run(positional: list[str]) -> int:
     cli.no_arguments(positional)
-    config = SyntheticConfig(**{f.name: fv[f.name].value
-                                for f in dataclasses.fields(SyntheticConfig)})
+    config = SyntheticConfig(
+      **{f.name: fv[f.name].value for f in dataclasses.fields(SyntheticConfig)}
+    )
     if not fv.tfrecords:
       paths = generate(fv.output, config, fv.workers)
-      print(f"wrote {paths['train_list']}, {paths['val_list']}, {paths['labels']}",
-            file=sys.stderr)
+      print(f'wrote {paths["train_list"]}, {paths["val_list"]}, {paths["labels"]}', file=sys.stderr)
       return 0
-    options = convert.ConvertOptions(short_side=0, num_shards=4, workers=fv.workers,
-                                     progress=fv.progress)
+    options = convert.ConvertOptions(
+      short_side=0, num_shards=4, workers=fv.workers, progress=fv.progress
+    )
     return convert.report(generate_and_convert(fv.output, config, options))
 
-  return cli.run(run, fv, "data_prep.synthetic", argv, __doc__)
+  return cli.run(run, fv, 'data_prep.synthetic', argv, __doc__)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   sys.exit(main())

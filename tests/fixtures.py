@@ -16,7 +16,8 @@ import numpy as np
 from cost_jax.weights.torch_pickle import load_state_dict
 
 FIXTURES = os.environ.get('COST_JAX_FIXTURES') or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'testdata', 'mmaction2')
+  os.path.dirname(os.path.abspath(__file__)), 'testdata', 'mmaction2'
+)
 ARCHS = ('c2d', 'i3d', 'costa', 'costb')
 
 
@@ -46,7 +47,7 @@ def io(arch: str) -> dict[str, np.ndarray]:
   """Input and MMAction2 outputs of one arch: `input`, `eval_logits`, `train_bn_after:<key>`..."""
   data = _io()
   prefix = f'{arch}/'
-  out = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+  out = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
   out['input'] = data['input']
   return out
 

@@ -27,16 +27,25 @@ def _flax_params(ref, tag, variant):
 def test_cost_layer_matches_mmaction2(variant, stride, impl):
   ref = fixtures.load('cost_layers.npz')
   tag = f'{variant}_s{stride}'
-  layer = CoSTConv(features=6, variant=variant.lower(), strides=tuple(int(s) for s in stride),
-                   use_bias=True, fold=impl == 'fold2d')
+  layer = CoSTConv(
+    features=6,
+    variant=variant.lower(),
+    strides=tuple(int(s) for s in stride),
+    use_bias=True,
+    fold=impl == 'fold2d',
+  )
   x = fixtures.ncthw_to_nthwc(ref[f'{tag}:input'])
   out, state = layer.apply(_flax_params(ref, tag, variant), x, mutable=['cost_views'])
   views = state['cost_views']['views'][0]
   for view in ('hw', 'tw', 'th'):
-    np.testing.assert_allclose(views[view], fixtures.ncthw_to_nthwc(ref[f'{tag}:view_{view}']),
-                               atol=1e-5, rtol=0, err_msg=view)
-  np.testing.assert_allclose(out, fixtures.ncthw_to_nthwc(ref[f'{tag}:output']), atol=1e-5,
-                             rtol=0)
+    np.testing.assert_allclose(
+      views[view],
+      fixtures.ncthw_to_nthwc(ref[f'{tag}:view_{view}']),
+      atol=1e-5,
+      rtol=0,
+      err_msg=view,
+    )
+  np.testing.assert_allclose(out, fixtures.ncthw_to_nthwc(ref[f'{tag}:output']), atol=1e-5, rtol=0)
 
 
 def test_costa_default_init_and_view_weights_are_sown():

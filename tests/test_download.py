@@ -91,11 +91,11 @@ def test_torchvision_reference(server, tmp_path, monkeypatch):
 def test_torchvision_table_is_mmcv_161():
   urls = {k: download.TORCHVISION_BASE_URL + v for k, v in download.TORCHVISION_FILES.items()}
   assert urls == {
-      'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
-      'resnet34': 'https://download.pytorch.org/models/resnet34-b627a593.pth',
-      'resnet50': 'https://download.pytorch.org/models/resnet50-0676ba61.pth',
-      'resnet101': 'https://download.pytorch.org/models/resnet101-63fe2227.pth',
-      'resnet152': 'https://download.pytorch.org/models/resnet152-394f9c45.pth',
+    'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
+    'resnet34': 'https://download.pytorch.org/models/resnet34-b627a593.pth',
+    'resnet50': 'https://download.pytorch.org/models/resnet50-0676ba61.pth',
+    'resnet101': 'https://download.pytorch.org/models/resnet101-63fe2227.pth',
+    'resnet152': 'https://download.pytorch.org/models/resnet152-394f9c45.pth',
   }
 
 
@@ -110,8 +110,10 @@ def test_torchvision_file_name_and_checksum(server, tmp_path, monkeypatch):
   assert server.requests == ['/models/resnet101-63fe2227.pth']
   assert 'torchvision://resnet101' in message and 'checksum mismatch' in message
   assert 'starting with 63fe2227' in message and SHA in message
-  assert message.endswith('download it elsewhere and pass the local file: '
-                          '--config.init.resnet2d=/path/to/resnet101-63fe2227.pth')
+  assert message.endswith(
+    'download it elsewhere and pass the local file: '
+    '--config.init.resnet2d=/path/to/resnet101-63fe2227.pth'
+  )
   assert os.listdir(tmp_path) == []  # Nothing kept, under the final name or any other.
 
 
@@ -209,8 +211,9 @@ def test_missing_local_path(tmp_path):
 
 
 def test_unknown_model_and_scheme():
-  with pytest.raises(WeightsUnavailableError,
-                     match="unknown torchvision model 'resnet5'.*resnet50"):
+  with pytest.raises(
+    WeightsUnavailableError, match="unknown torchvision model 'resnet5'.*resnet50"
+  ):
     resolve_weights('torchvision://resnet5')
   with pytest.raises(WeightsUnavailableError, match='unsupported scheme s3://'):
     resolve_weights('s3://bucket/resnet50.pth')

@@ -47,9 +47,9 @@ def test_savedmodel_and_stablehlo_match_jax(bundle, clips, expected, tmp_path):
   loaded = tf.saved_model.load(paths['savedmodel'])
   serve = loaded.signatures[export.SIGNATURE]
   assert serve.structured_input_signature[1]['clips'].dtype == tf.uint8
-  for batch in (clips, clips[:1]):                   # the batch size is free
+  for batch in (clips, clips[:1]):  # the batch size is free
     got = serve(clips=tf.constant(batch))[export.OUTPUT_NAME].numpy()
-    np.testing.assert_allclose(got, expected[:len(batch)], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, expected[: len(batch)], atol=1e-6, rtol=0)
 
   exported = export.load_stablehlo(str(tmp_path))
   assert exported.platforms == ('cpu',)
@@ -67,11 +67,27 @@ def test_savedmodel_and_stablehlo_match_jax(bundle, clips, expected, tmp_path):
     assert f.read().splitlines() == spec['label_names']
 
 
-def test_cli_stablehlo_for_several_platforms(saved_dir, bundle, clips, expected, tmp_path,
-                                             capsys):
+def test_cli_stablehlo_for_several_platforms(saved_dir, bundle, clips, expected, tmp_path, capsys):
   out = tmp_path / 'out'
-  assert export.main(['--checkpoint', saved_dir, '--output', str(out), '--format', 'stablehlo',
-                      '--frames', '8', '--size', '32', '--platforms', 'cpu,cuda']) == 0
+  assert (
+    export.main(
+      [
+        '--checkpoint',
+        saved_dir,
+        '--output',
+        str(out),
+        '--format',
+        'stablehlo',
+        '--frames',
+        '8',
+        '--size',
+        '32',
+        '--platforms',
+        'cpu,cuda',
+      ]
+    )
+    == 0
+  )
   assert 'stablehlo:' in capsys.readouterr().out
   assert not os.path.exists(out / export.SAVED_MODEL_DIR)
   exported = export.load_stablehlo(str(out))

@@ -50,7 +50,7 @@ def _assert_backbone_kept(got, want):
 def _assert_fresh_head(head, num_classes, features=256):
   assert head['kernel'].shape == (features, num_classes) and head['bias'].shape == (num_classes,)
   assert float(np.abs(head['bias']).max()) == 0.0
-  assert 0.005 < float(np.std(head['kernel'])) < 0.02          # I3DHead: normal, std 0.01
+  assert 0.005 < float(np.std(head['kernel'])) < 0.02  # I3DHead: normal, std 0.01
 
 
 def test_mmaction2_checkpoint_with_other_classes_keeps_backbone_and_replaces_head(caplog):
@@ -58,21 +58,24 @@ def test_mmaction2_checkpoint_with_other_classes_keeps_backbone_and_replaces_hea
   _, reference = import_mmaction2(path)
   config = _fixture_config(num_classes=7)
   with caplog.at_level(logging.WARNING):
-    variables = init_weights.initial_variables(
-        config, init_weights.InitSource('mmaction2', path))
+    variables = init_weights.initial_variables(config, init_weights.InitSource('mmaction2', path))
   _assert_backbone_kept(variables, reference)
   _assert_fresh_head(variables['params']['cls_head']['fc_cls'], 7)
   assert 'kept the backbone' in caplog.text
   assert 'for 7 classes (the checkpoint has 10)' in caplog.text
   # The same class count keeps the head as it is.
-  same = init_weights.initial_variables(_fixture_config(num_classes=10),
-                                        init_weights.InitSource('mmaction2', path))
-  np.testing.assert_array_equal(same['params']['cls_head']['fc_cls']['kernel'],
-                                reference['params']['cls_head']['fc_cls']['kernel'])
+  same = init_weights.initial_variables(
+    _fixture_config(num_classes=10), init_weights.InitSource('mmaction2', path)
+  )
+  np.testing.assert_array_equal(
+    same['params']['cls_head']['fc_cls']['kernel'],
+    reference['params']['cls_head']['fc_cls']['kernel'],
+  )
   # Any other difference stays an error naming the field.
   with pytest.raises(ArchitectureMismatchError, match=r'arch: checkpoint costb, config costa'):
-    init_weights.initial_variables(_fixture_config(7, 'costa'),
-                                   init_weights.InitSource('mmaction2', path))
+    init_weights.initial_variables(
+      _fixture_config(7, 'costa'), init_weights.InitSource('mmaction2', path)
+    )
 
 
 def test_cost_jax_checkpoint_with_other_classes(tmp_path):
@@ -96,8 +99,10 @@ def test_init_choices_are_checked(caplog):
     assert init_weights.resolve(config) is None
   assert 'RANDOM weights' in caplog.text
   config.init.update(mmaction2='a.pth', checkpoint='b')
-  with pytest.raises(ConfigError, match="only one of init.resnet2d, init.mmaction2, "
-                                        "init.checkpoint; got init.mmaction2='a.pth'"):
+  with pytest.raises(
+    ConfigError,
+    match="only one of init.resnet2d, init.mmaction2, init.checkpoint; got init.mmaction2='a.pth'",
+  ):
     init_weights.resolve(config)
   config.init.update(mmaction2='torchvision://resnet50', checkpoint='')
   with pytest.raises(ConfigError, match='set init.resnet2d instead'):
@@ -124,8 +129,11 @@ def test_frozen_stages_get_no_update_and_keep_their_statistics():
   clips = jax.random.uniform(jax.random.key(1), (4, 4, 32, 32, 3))
   state = create_train_state(model, tx, jax.random.key(0), clips[:1])
   batch = {'clips': clips[None], 'label': jnp.array([[0, 1, 2, 0]])}
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   learning_rate_fn=lambda _: 0.5, data_config=config.data))
+  step = jax.jit(
+    functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=lambda _: 0.5, data_config=config.data
+    )
+  )
   new_state, metrics = step(state, batch)
   assert np.isfinite(float(metrics['loss']))
   for collection in ('params', 'batch_stats'):
@@ -135,11 +143,14 @@ def test_frozen_stages_get_no_update_and_keep_their_statistics():
       changed = not np.array_equal(before[key], after[key])
       if frozen:
         assert not changed, f'frozen {collection} {key} changed'
-    for key in ('backbone/layer2_0/conv1/bn/' + ('scale' if collection == 'params' else 'mean'),
-                'backbone/layer4_2/conv3/bn/' + ('bias' if collection == 'params' else 'var')):
+    for key in (
+      'backbone/layer2_0/conv1/bn/' + ('scale' if collection == 'params' else 'mean'),
+      'backbone/layer4_2/conv3/bn/' + ('bias' if collection == 'params' else 'var'),
+    ):
       assert not np.array_equal(before[key], after[key]), f'{collection} {key} did not train'
-  assert not np.array_equal(_flat(state.params)['cls_head/fc_cls/kernel'],
-                            _flat(new_state.params)['cls_head/fc_cls/kernel'])
+  assert not np.array_equal(
+    _flat(state.params)['cls_head/fc_cls/kernel'], _flat(new_state.params)['cls_head/fc_cls/kernel']
+  )
 
 
 def test_norm_eval_keeps_every_batchnorm_in_inference_mode():
@@ -147,23 +158,31 @@ def test_norm_eval_keeps_every_batchnorm_in_inference_mode():
   model = create_model(config)
   clips = jax.random.uniform(jax.random.key(1), (2, 4, 32, 32, 3))
   variables = model.init(jax.random.key(0), clips, train=False)
-  variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
-      lambda x: x + 0.3, variables['batch_stats'])}
+  variables = {
+    'params': variables['params'],
+    'batch_stats': jax.tree.map(lambda x: x + 0.3, variables['batch_stats']),
+  }
   trained, mutated = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
-      variables, clips)
+    variables, clips
+  )
   evaluated = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, clips)
   np.testing.assert_allclose(trained, evaluated, rtol=1e-6, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(mutated['batch_stats']), jax.tree.leaves(
-      variables['batch_stats'])):
+  for a, b in zip(
+    jax.tree.leaves(mutated['batch_stats']), jax.tree.leaves(variables['batch_stats'])
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_backbone_lr_multiplier_scales_only_the_backbone_step():
-  params = {'backbone': {'conv1': {'kernel': jnp.ones((3, 3))},
-                         'layer1_0': {'kernel': jnp.full((4,), 2.0)},
-                         'layer3_1': {'kernel': jnp.full((2, 2), -1.0)}},
-            'cls_head': {'fc_cls': {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}}}
-  grads = jax.tree.map(lambda p: 30.0 * jnp.ones_like(p), params)       # clipped at norm 40
+  params = {
+    'backbone': {
+      'conv1': {'kernel': jnp.ones((3, 3))},
+      'layer1_0': {'kernel': jnp.full((4,), 2.0)},
+      'layer3_1': {'kernel': jnp.full((2, 2), -1.0)},
+    },
+    'cls_head': {'fc_cls': {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}},
+  }
+  grads = jax.tree.map(lambda p: 30.0 * jnp.ones_like(p), params)  # clipped at norm 40
   labels = optim.param_groups(params, frozen_stages=0)
   assert labels['backbone']['conv1']['kernel'] == optim.FROZEN
   assert labels['backbone']['layer1_0']['kernel'] == optim.BACKBONE
@@ -183,12 +202,16 @@ def test_backbone_lr_multiplier_scales_only_the_backbone_step():
   plain, scaled, frozen = two_steps(1.0, -1), two_steps(0.1, -1), two_steps(0.1, 0)
   # From the same parameters (the first step), the backbone's step is 0.1x, the head's the same.
   for module in ('layer1_0', 'layer3_1', 'conv1'):
-    np.testing.assert_allclose(scaled[0]['backbone'][module]['kernel'],
-                               0.1 * plain[0]['backbone'][module]['kernel'], rtol=1e-6)
+    np.testing.assert_allclose(
+      scaled[0]['backbone'][module]['kernel'],
+      0.1 * plain[0]['backbone'][module]['kernel'],
+      rtol=1e-6,
+    )
   for step in range(2):
     for leaf in ('kernel', 'bias'):
-      np.testing.assert_allclose(scaled[step]['cls_head']['fc_cls'][leaf],
-                                 plain[step]['cls_head']['fc_cls'][leaf], rtol=1e-6)
+      np.testing.assert_allclose(
+        scaled[step]['cls_head']['fc_cls'][leaf], plain[step]['cls_head']['fc_cls'][leaf], rtol=1e-6
+      )
     assert float(jnp.abs(frozen[step]['backbone']['conv1']['kernel']).max()) == 0.0
     assert float(jnp.abs(frozen[step]['backbone']['layer1_0']['kernel']).min()) > 0.0
   # torch: the clipped gradient plus weight decay, times lr (momentum buffer starts empty).
@@ -201,8 +224,12 @@ def _save_steps(directory, bests):
   manager = checkpointing.create_manager(directory, keep=5, async_save=False)
   for step, best in bests:
     state = {'w': np.full(2, step, np.float32)}
-    checkpointing.save(manager, state, {'step': step, 'best': best},
-                       metrics={'val_top1': 0.1 * step} if best else None)
+    checkpointing.save(
+      manager,
+      state,
+      {'step': step, 'best': best},
+      metrics={'val_top1': 0.1 * step} if best else None,
+    )
   manager.wait_until_finished()
   manager.close()
 
@@ -239,7 +266,9 @@ def test_fine_tuning_run_from_an_mmaction2_checkpoint(tmp_path):
   _, reference = import_mmaction2(fixtures.path('costb.pth'))
   got, want = _flat(state['params']), _flat(reference['params'])
   assert got['cls_head/fc_cls/kernel'].shape == (256, 4)
-  np.testing.assert_array_equal(got['backbone/layer1_2/conv2/conv/kernel'],
-                                want['backbone/layer1_2/conv2/conv/kernel'])      # frozen
-  assert not np.array_equal(got['backbone/layer3_0/conv2/conv/kernel'],
-                            want['backbone/layer3_0/conv2/conv/kernel'])          # fine-tuned
+  np.testing.assert_array_equal(
+    got['backbone/layer1_2/conv2/conv/kernel'], want['backbone/layer1_2/conv2/conv/kernel']
+  )  # frozen
+  assert not np.array_equal(
+    got['backbone/layer3_0/conv2/conv/kernel'], want['backbone/layer3_0/conv2/conv/kernel']
+  )  # fine-tuned

@@ -7,20 +7,24 @@ import pytest
 from cost_jax import metrics
 
 # 4 videos, 4 classes. Rankings (best first): v0: 2,0,1,3  v1: 1,2,0,3  v2: 3,0,2,1  v3: 0,3,1,2
-SCORES = np.array([[0.30, 0.10, 0.50, 0.05],
-                   [0.20, 0.60, 0.40, 0.01],
-                   [0.25, 0.05, 0.20, 0.90],
-                   [0.70, 0.20, 0.00, 0.30]])
+SCORES = np.array(
+  [
+    [0.30, 0.10, 0.50, 0.05],
+    [0.20, 0.60, 0.40, 0.01],
+    [0.25, 0.05, 0.20, 0.90],
+    [0.70, 0.20, 0.00, 0.30],
+  ]
+)
 LABELS = np.array([2, 0, 2, 0])
 
 
 def test_top_k_accuracy_by_hand():
   top1, top2, top3, top4 = metrics.top_k_accuracy(SCORES, LABELS, (1, 2, 3, 4))
-  assert top1 == pytest.approx(2 / 4)      # v0 (2), v3 (0)
-  assert top2 == pytest.approx(2 / 4)      # v1's label 0 is 3rd, v2's label 2 is 3rd
+  assert top1 == pytest.approx(2 / 4)  # v0 (2), v3 (0)
+  assert top2 == pytest.approx(2 / 4)  # v1's label 0 is 3rd, v2's label 2 is 3rd
   assert top3 == pytest.approx(4 / 4)
   assert top4 == 1.0
-  assert metrics.top_k_accuracy(SCORES, LABELS, (10,)) == [1.0]   # k above the class count
+  assert metrics.top_k_accuracy(SCORES, LABELS, (10,)) == [1.0]  # k above the class count
 
 
 def test_mean_class_accuracy_counts_predicted_only_classes_as_zero():
@@ -33,7 +37,7 @@ def test_mean_class_accuracy_counts_predicted_only_classes_as_zero():
 
 
 def test_mean_class_accuracy_ignores_absent_classes():
-  scores = np.eye(5)[[0, 0, 1, 1, 1]]            # predicts 0, 0, 1, 1, 1 (classes 2-4 unused)
+  scores = np.eye(5)[[0, 0, 1, 1, 1]]  # predicts 0, 0, 1, 1, 1 (classes 2-4 unused)
   labels = np.array([0, 0, 1, 1, 0])
   # class 0: 2 of 3; class 1: 2 of 2; classes 2-4 neither labelled nor predicted: not counted.
   assert metrics.mean_class_accuracy(scores, labels) == pytest.approx((2 / 3 + 1) / 2)

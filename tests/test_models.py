@@ -28,15 +28,22 @@ def test_eval_logits_and_stages_match_mmaction2(arch, impl):
   io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, conv_impl=impl)
   clips = fixtures.ncthw_to_nthwc(io['input'])
-  logits, state = jax.jit(
-      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']))(variables, clips)
+  logits, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']))(
+    variables, clips
+  )
   np.testing.assert_allclose(logits, io['eval_logits'], atol=1e-4, rtol=0)
   stages = state['intermediates']['backbone']
   for stage in ('maxpool', 'layer1', 'layer2', 'layer3'):
-    np.testing.assert_allclose(stages[stage][0], fixtures.ncthw_to_nthwc(io[f'eval_stage_{stage}']),
-                               atol=1e-4, rtol=0, err_msg=stage)
-  np.testing.assert_allclose(stages['layer4'][0], fixtures.ncthw_to_nthwc(io['eval_feat']),
-                             atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+      stages[stage][0],
+      fixtures.ncthw_to_nthwc(io[f'eval_stage_{stage}']),
+      atol=1e-4,
+      rtol=0,
+      err_msg=stage,
+    )
+  np.testing.assert_allclose(
+    stages['layer4'][0], fixtures.ncthw_to_nthwc(io['eval_feat']), atol=1e-4, rtol=0
+  )
   # Recognizer3D's test path: the 2 clips are one video; softmax averaged over clips.
   score = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0, keepdims=True)
   np.testing.assert_allclose(score, io['eval_test_score'], atol=1e-5, rtol=0)
@@ -48,8 +55,9 @@ def test_train_mode_outputs_and_running_stats_match_mmaction2(arch):
   # The reference switched dropout off and used batch statistics over the whole batch of 2.
   _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
   clips = fixtures.ncthw_to_nthwc(io['input'])
-  logits, new_state = jax.jit(lambda v, x: model.apply(
-      v, x, train=True, mutable=['batch_stats', 'intermediates']))(variables, clips)
+  logits, new_state = jax.jit(
+    lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats', 'intermediates'])
+  )(variables, clips)
   feat = new_state['intermediates']['backbone']['layer4'][0]
   np.testing.assert_allclose(logits, io['train_logits'], atol=1e-3, rtol=0)
   np.testing.assert_allclose(feat, fixtures.ncthw_to_nthwc(io['train_feat']), atol=1e-2, rtol=0)
@@ -60,8 +68,9 @@ def test_train_mode_outputs_and_running_stats_match_mmaction2(arch):
   checked = 0
   for key, value in io.items():
     if key.startswith('train_bn_after:') and not key.endswith('num_batches_tracked'):
-      np.testing.assert_allclose(updated[key.split(':', 1)[1]], value, atol=1e-3, rtol=1e-3,
-                                 err_msg=key)
+      np.testing.assert_allclose(
+        updated[key.split(':', 1)[1]], value, atol=1e-3, rtol=1e-3, err_msg=key
+      )
       checked += 1
   assert checked == 2 * sum(k.endswith('.bn.running_mean') for k in updated)
 
@@ -71,8 +80,12 @@ def test_train_mode_batch_stats_depend_on_the_input(arch):
   """Guards the check above: running stats must actually move in train mode."""
   io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
-  _, new_state = model.apply(variables, fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32],
-                             train=True, mutable=['batch_stats'])
+  _, new_state = model.apply(
+    variables,
+    fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32],
+    train=True,
+    mutable=['batch_stats'],
+  )
   old = traverse_util.flatten_dict(variables['batch_stats'])
   new = traverse_util.flatten_dict(new_state['batch_stats'])
   assert all(not np.allclose(old[k], new[k]) for k in old)
@@ -91,21 +104,25 @@ def test_full_size_parameter_counts_and_shapes(arch):
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (2, 400)
   feat = jax.eval_shape(
-      lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
+    lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips
+  )
   assert feat.shape == (2, 4, 7, 7, 2048)
 
 
-@pytest.mark.parametrize('config_name,frames,feat_t', [('costb_r101_k400', 8, 4),
-                                                       ('costb_r101_32f_k400', 32, 4),
-                                                       ('costb_mit', 8, 4)])
+@pytest.mark.parametrize(
+  'config_name,frames,feat_t',
+  [('costb_r101_k400', 8, 4), ('costb_r101_32f_k400', 32, 4), ('costb_mit', 8, 4)],
+)
 def test_config_variants_build_at_full_size(config_name, frames, feat_t):
   import importlib
+
   config = importlib.import_module(f'configs.{config_name}').get_config()
   model = create_model(config.model)
   clips = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
   feat = jax.eval_shape(
-      lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips)
+    lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips
+  )
   assert feat.shape == (1, feat_t, 7, 7, 2048)
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (1, config.model.num_classes)
@@ -115,7 +132,7 @@ def test_config_variants_build_at_full_size(config_name, frames, feat_t):
 
 def test_depth_152_builds():
   config = base.get_model_config('costb')
-  config.depth, config.inflate = 152, (1, 1, 1, 1)   # an int per stage, as MMAction2 allows
+  config.depth, config.inflate = 152, (1, 1, 1, 1)  # an int per stage, as MMAction2 allows
   model = create_model(config)
   clips = jax.ShapeDtypeStruct((1, 8, 64, 64, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
@@ -125,17 +142,25 @@ def test_depth_152_builds():
 
 def _tiny(arch, **overrides):
   config = base.get_model_config(arch)
-  config.update(dict(base_channels=4, num_classes=5, dropout_ratio=0.0, bn_group_size=0,
-                     **overrides))
+  config.update(
+    dict(base_channels=4, num_classes=5, dropout_ratio=0.0, bn_group_size=0, **overrides)
+  )
   return config
 
 
-@pytest.mark.parametrize('layer', [
-    CoSTConv(6, 'costa', (1, 1, 1), fold=True), CoSTConv(6, 'costb', (2, 2, 2), fold=True),
-    CoSTConv(6, 'costb', (1, 2, 2), fold=True), Conv3D(6, (1, 3, 3), (2, 2, 2), (0, 1, 1)),
-    Conv3D(6, (3, 1, 1), (2, 2, 2), (1, 0, 0)), Conv3D(6, (1, 7, 7), (1, 2, 2), (0, 3, 3)),
-    Conv3D(6, (1, 1, 1), (2, 2, 2), (0, 0, 0))],
-    ids=lambda layer: f'{type(layer).__name__}-{layer.strides}')
+@pytest.mark.parametrize(
+  'layer',
+  [
+    CoSTConv(6, 'costa', (1, 1, 1), fold=True),
+    CoSTConv(6, 'costb', (2, 2, 2), fold=True),
+    CoSTConv(6, 'costb', (1, 2, 2), fold=True),
+    Conv3D(6, (1, 3, 3), (2, 2, 2), (0, 1, 1)),
+    Conv3D(6, (3, 1, 1), (2, 2, 2), (1, 0, 0)),
+    Conv3D(6, (1, 7, 7), (1, 2, 2), (0, 3, 3)),
+    Conv3D(6, (1, 1, 1), (2, 2, 2), (0, 0, 0)),
+  ],
+  ids=lambda layer: f'{type(layer).__name__}-{layer.strides}',
+)
 def test_fold2d_and_conv3d_have_equal_gradients(layer):
   x = jax.random.normal(jax.random.key(1), (2, 5, 9, 8, 4))
   variables = layer.init(jax.random.key(0), x)
@@ -146,6 +171,7 @@ def test_fold2d_and_conv3d_have_equal_gradients(layer):
 
     def loss(v, x, module=module):
       return jnp.sum(module.apply(v, x) * target)
+
     grads[fold] = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree_util.tree_leaves(grads[True]), jax.tree_util.tree_leaves(grads[False])):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -153,14 +179,16 @@ def test_fold2d_and_conv3d_have_equal_gradients(layer):
 
 def test_remat_recomputes_blocks_with_equal_gradients():
   from cost_jax.models.resnet3d import Bottleneck
+
   x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 16))
   block = Bottleneck(4, (1, 2, 2), 'costb', True, True)
   variables = block.init(jax.random.key(0), x, False)
   grads = []
   for cls in (Bottleneck, nn.remat(Bottleneck, static_argnums=(2,))):
     module = cls(4, (1, 2, 2), 'costb', True, True)
-    loss = lambda p, m=module: jnp.sum(m.apply({**variables, 'params': p}, x, True,
-                                               mutable=['batch_stats'])[0] ** 2)
+    loss = lambda p, m=module: jnp.sum(
+      m.apply({**variables, 'params': p}, x, True, mutable=['batch_stats'])[0] ** 2
+    )
     grads.append(jax.jit(jax.grad(loss))(variables['params']))
   for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
@@ -168,8 +196,15 @@ def test_remat_recomputes_blocks_with_equal_gradients():
   clips = jnp.zeros((2, 4, 16, 16, 3))
   model = create_model(_tiny('costb', remat=True))
   params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, clips))
-  jaxpr = str(jax.make_jaxpr(lambda v: jax.grad(lambda p: jnp.sum(model.apply(
-      {**v, 'params': p}, clips, train=True, mutable=['batch_stats'])[0]))(v['params']))(params))
+  jaxpr = str(
+    jax.make_jaxpr(
+      lambda v: jax.grad(
+        lambda p: jnp.sum(
+          model.apply({**v, 'params': p}, clips, train=True, mutable=['batch_stats'])[0]
+        )
+      )(v['params'])
+    )(params)
+  )
   assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 16
 
 
@@ -187,8 +222,11 @@ def test_bf16_compute_keeps_float32_parameters_and_logits():
 
 def test_bn_groups_normalise_each_group_separately():
   from cost_jax.models.norm import BatchNorm
-  x = jax.random.normal(jax.random.key(0), (4, 3, 5, 5, 6)) * jnp.arange(1, 5)[:, None, None,
-                                                                               None, None]
+
+  x = (
+    jax.random.normal(jax.random.key(0), (4, 3, 5, 5, 6))
+    * jnp.arange(1, 5)[:, None, None, None, None]
+  )
   grouped = BatchNorm(group_size=2)
   variables = grouped.init(jax.random.key(1), x, train=False)
   y, state = grouped.apply(variables, x, train=True, mutable=['batch_stats'])
@@ -197,8 +235,9 @@ def test_bn_groups_normalise_each_group_separately():
   y1, s1 = whole.apply(variables, x[2:], train=True, mutable=['batch_stats'])
   np.testing.assert_allclose(y, jnp.concatenate([y0, y1]), atol=1e-5)
   for name in ('mean', 'var'):
-    np.testing.assert_allclose(state['batch_stats'][name],
-                               (s0['batch_stats'][name] + s1['batch_stats'][name]) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+      state['batch_stats'][name], (s0['batch_stats'][name] + s1['batch_stats'][name]) / 2, atol=1e-6
+    )
   y_all, _ = whole.apply(variables, x, train=True, mutable=['batch_stats'])
   assert not np.allclose(y, y_all, atol=1e-3)
   with pytest.raises(ValueError, match='bn_group_size=3'):

@@ -10,8 +10,7 @@ from nbclient import NotebookClient
 
 from tests import fixtures
 
-NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         'notebooks')
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 XLA_CACHE = os.path.join(tempfile.gettempdir(), f'cost_jax_notebook_xla_cache_{os.getuid()}')
 
 
@@ -29,8 +28,9 @@ def _run(name, monkeypatch, tmp_path, **env):
   for key, value in env.items():
     monkeypatch.setenv(f'COST_JAX_{key}', value)
   notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-  NotebookClient(notebook, timeout=240, kernel_name='python3',
-                 resources={'metadata': {'path': NOTEBOOKS}}).execute()
+  NotebookClient(
+    notebook, timeout=240, kernel_name='python3', resources={'metadata': {'path': NOTEBOOKS}}
+  ).execute()
   return notebook
 
 
@@ -47,7 +47,7 @@ def _outputs(notebook):
 @pytest.mark.parametrize('name', ['inference.ipynb', 'view_coefficients.ipynb'])
 def test_notebook_has_colab_setup_cell_and_parameters(name):
   notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-  assert 'REPO_URL' in notebook.cells[0].source                  # says how to run it on Colab
+  assert 'REPO_URL' in notebook.cells[0].source  # says how to run it on Colab
   install = notebook.cells[1].source
   assert "'google.colab' in sys.modules" in install and 'pip' in install
   # The repository address is one variable, empty until published: no made-up address.
@@ -61,15 +61,16 @@ def test_inference_notebook_runs_with_a_random_tiny_model(monkeypatch, tmp_path)
   notebook = _run('inference.ipynb', monkeypatch, tmp_path, CHECKPOINT='random', VIEWS='6')
   text, images = _outputs(notebook)
   assert 'random init' in text
-  assert '(6 views):' in text and '  5. ' in text           # the top-5 of the synthetic video
-  assert images == 1                                        # frames + top-5 figure
+  assert '(6 views):' in text and '  5. ' in text  # the top-5 of the synthetic video
+  assert images == 1  # frames + top-5 figure
   assert os.path.exists(tmp_path / 'move_right.mp4')
 
 
 def test_view_coefficients_notebook_runs_on_an_mmaction2_checkpoint(monkeypatch, tmp_path):
-  notebook = _run('view_coefficients.ipynb', monkeypatch, tmp_path,
-                  CHECKPOINT=fixtures.path('costb.pth'))
+  notebook = _run(
+    'view_coefficients.ipynb', monkeypatch, tmp_path, CHECKPOINT=fixtures.path('costb.pth')
+  )
   text, images = _outputs(notebook)
   assert 'CoST(b) view coefficients per layer' in text and 'layer4.2' in text
-  assert images == 2                                        # per layer, and per class
+  assert images == 2  # per layer, and per class
   assert os.path.exists(tmp_path / 'view_coefficients' / 'view_weights.json')

@@ -17,10 +17,17 @@ from cost_jax.weights import import_mmaction2
 from cost_jax.weights.saved import save_model
 from tests import fixtures, train_testlib, video_factory
 
-NAMES = [f'action {i}' for i in range(10)]      # the costb fixture has 10 classes
+NAMES = [f'action {i}' for i in range(10)]  # the costb fixture has 10 classes
 # Test protocol at toy size; clip_len 4 x interval 2 over 20 frames gives 10 distinct clip starts.
-TINY = dict(clip_len=4, frame_interval=2, val_short_side=32, crop_size=28, test_short_side=32,
-            test_crop_size=32, views_per_chunk=7)
+TINY = dict(
+  clip_len=4,
+  frame_interval=2,
+  val_short_side=32,
+  crop_size=28,
+  test_short_side=32,
+  test_crop_size=32,
+  views_per_chunk=7,
+)
 
 
 @pytest.fixture(scope='module')
@@ -37,13 +44,15 @@ def saved_dir(tmp_path_factory):
 def videos(tmp_path_factory):
   root = tmp_path_factory.mktemp('videos')
   paths = {
-      'landscape': video_factory.write_video(str(root / 'landscape.mp4'),
-                                             video_factory.pattern_frames(20, 32, 40, 0)),
-      'portrait': video_factory.write_video(str(root / 'portrait.mp4'),
-                                            video_factory.pattern_frames(20, 40, 32, 1)),
-      'garbage': video_factory.write_bytes(str(root / 'garbage.mp4'), b'this is not a video'),
-      'audio': video_factory.write_audio_only(str(root / 'audio.mp4')),
-      'missing': str(root / 'missing.mp4'),
+    'landscape': video_factory.write_video(
+      str(root / 'landscape.mp4'), video_factory.pattern_frames(20, 32, 40, 0)
+    ),
+    'portrait': video_factory.write_video(
+      str(root / 'portrait.mp4'), video_factory.pattern_frames(20, 40, 32, 1)
+    ),
+    'garbage': video_factory.write_bytes(str(root / 'garbage.mp4'), b'this is not a video'),
+    'audio': video_factory.write_audio_only(str(root / 'audio.mp4')),
+    'missing': str(root / 'missing.mp4'),
   }
   return paths
 
@@ -67,28 +76,36 @@ def test_views_are_the_official_test_pipeline(bundle, videos, kind, offsets):
     for clip in range(10):
       clip_frames = frames[(starts[clip] + 2 * np.arange(4)) % 20]
       if kind == 'landscape':
-        expected = clip_frames[:, :, offset:offset + 32]
+        expected = clip_frames[:, :, offset : offset + 32]
       else:
-        expected = clip_frames[:, offset:offset + 32, :]
+        expected = clip_frames[:, offset : offset + 32, :]
       np.testing.assert_array_equal(views[crop * 10 + clip], expected)
   one, _ = video_clips.video_views(videos[kind], bundle.protocol, 1)
   assert one.shape == (1, 4, 28, 28, 3)
   centre = frames[(sampling.clip_offsets(20, 4, 2, 1, test_mode=True)[0] + 2 * np.arange(4))]
   top, left = (2, 6) if kind == 'landscape' else (6, 2)
-  np.testing.assert_array_equal(one[0], centre[:, top:top + 28, left:left + 28])
+  np.testing.assert_array_equal(one[0], centre[:, top : top + 28, left : left + 28])
 
 
 def test_predict_averages_softmax_over_views_and_survives_bad_videos(bundle, videos):
-  paths = [videos['landscape'], videos['garbage'], videos['portrait'], videos['missing'],
-           videos['audio']]
+  paths = [
+    videos['landscape'],
+    videos['garbage'],
+    videos['portrait'],
+    videos['missing'],
+    videos['audio'],
+  ]
   results = predict.predict_videos(bundle, paths, top_k=5)
   assert [r['ok'] for r in results] == [True, False, True, False, False]
   assert [r['video'] for r in results] == paths
   assert 'not a video' in results[1]['error']
   assert 'missing file' in results[3]['error']
   assert 'no video stream' in results[4]['error']
-  model_fn = jax.jit(lambda v, c: bundle.model.apply(
-      v, transforms.normalize(c, bundle.protocol.mean, bundle.protocol.std)))
+  model_fn = jax.jit(
+    lambda v, c: bundle.model.apply(
+      v, transforms.normalize(c, bundle.protocol.mean, bundle.protocol.std)
+    )
+  )
   for result, kind in ((results[0], 'landscape'), (results[2], 'portrait')):
     assert result['num_views'] == 30 and result['view_shape'] == [4, 32, 32, 3]
     # 30 views in chunks of 7 (the last one padded) == one batch of 30, softmax then mean.
@@ -102,7 +119,7 @@ def test_predict_averages_softmax_over_views_and_survives_bad_videos(bundle, vid
     assert [t['label'] for t in top] == [NAMES[t['index']] for t in top]  # labels.txt was found
     assert all(a['probability'] >= b['probability'] for a, b in zip(top, top[1:]))
   text = predict.format_text(results)
-  assert f"1. {results[0]['top'][0]['label']}" in text and 'ERROR: not a video' in text
+  assert f'1. {results[0]["top"][0]["label"]}' in text and 'ERROR: not a video' in text
 
 
 def test_one_view_is_the_centre_clip(bundle, videos):
@@ -116,11 +133,23 @@ def test_one_view_is_the_centre_clip(bundle, videos):
 
 
 def test_cli_json_output_and_exit_status(saved_dir, videos, capsys):
-  status = predict.main(['--checkpoint', saved_dir, '--json', '--views=1', '--clip_len=4',
-                         '--frame_interval=2', '--short_side=32', '--crop_size=28',
-                         videos['portrait'], videos['garbage'], videos['landscape']])
+  status = predict.main(
+    [
+      '--checkpoint',
+      saved_dir,
+      '--json',
+      '--views=1',
+      '--clip_len=4',
+      '--frame_interval=2',
+      '--short_side=32',
+      '--crop_size=28',
+      videos['portrait'],
+      videos['garbage'],
+      videos['landscape'],
+    ]
+  )
   captured = capsys.readouterr()
-  assert status == 1                                  # one video failed
+  assert status == 1  # one video failed
   report = json.loads(captured.out)
   assert report['arch'] == 'costb' and report['num_classes'] == 10
   ok = [v['ok'] for v in report['videos']]
@@ -147,8 +176,13 @@ def _trainer_workdir(root, config, variables, steps):
   manager = checkpointing.create_manager(os.path.join(workdir, 'checkpoints'), keep=5)
   for step, scale in steps:
     params = jax.tree.map(lambda x, scale=scale: np.asarray(x) * scale, variables['params'])
-    state = TrainState(step=np.int32(step), params=params, batch_stats=variables['batch_stats'],
-                       opt_state=tx.init(params), rng=np.zeros(2, np.uint32))
+    state = TrainState(
+      step=np.int32(step),
+      params=params,
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(params),
+      rng=np.zeros(2, np.uint32),
+    )
     checkpointing.save(manager, state, {'step': step})
   manager.wait_until_finished()
   manager.close()
@@ -157,21 +191,22 @@ def _trainer_workdir(root, config, variables, steps):
 
 def test_trainer_workdir_checkpoint_and_step(tmp_path, bundle, videos):
   config = train_testlib.tiny_config('unused', arch='costb')
-  config.model.update(num_classes=10, base_channels=8)     # the fixture's width and classes
+  config.model.update(num_classes=10, base_channels=8)  # the fixture's width and classes
   config.data.update(**{k: v for k, v in TINY.items() if k != 'views_per_chunk'})
   model_config, variables = import_mmaction2(fixtures.path('costb.pth'), config)
   workdir = _trainer_workdir(tmp_path / 'run', config, variables, [(3, 0.5), (5, 1.0)])
   latest = loading.load_bundle(workdir)
   assert latest.source.endswith(os.path.join('checkpoints', '5'))
-  assert latest.label_names == NAMES[::-1]                 # from the data manifest
-  assert latest.protocol.clip_len == 4 and latest.protocol.crop_size == 28   # from config.json
+  assert latest.label_names == NAMES[::-1]  # from the data manifest
+  assert latest.protocol.clip_len == 4 and latest.protocol.crop_size == 28  # from config.json
   assert latest.protocol.test_num_clips == config.data.test_num_clips
   for got, want in zip(jax.tree.leaves(latest.variables), jax.tree.leaves(bundle.variables)):
     np.testing.assert_array_equal(got, want)
   older = loading.load_bundle(os.path.join(workdir, 'checkpoints', '3'))
   kernel = older.variables['params']['cls_head']['fc_cls']['kernel']
-  np.testing.assert_allclose(kernel, 0.5 * np.asarray(
-      bundle.variables['params']['cls_head']['fc_cls']['kernel']), rtol=1e-6)
+  np.testing.assert_allclose(
+    kernel, 0.5 * np.asarray(bundle.variables['params']['cls_head']['fc_cls']['kernel']), rtol=1e-6
+  )
   from_dir = loading.load_bundle(os.path.join(workdir, 'checkpoints'))
   assert from_dir.source == latest.source
   (result,) = predict.predict_videos(latest, [videos['landscape']], views=1)

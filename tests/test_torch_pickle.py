@@ -25,31 +25,43 @@ from tests import fixtures
 FIXTURES = fixtures.FIXTURES
 ARCHS = fixtures.ARCHS
 _STORAGE_NAMES = {
-    np.dtype(np.float32): 'FloatStorage', np.dtype(np.float64): 'DoubleStorage',
-    np.dtype(np.float16): 'HalfStorage', np.dtype(ml_dtypes.bfloat16): 'BFloat16Storage',
-    np.dtype(np.int64): 'LongStorage', np.dtype(np.int32): 'IntStorage',
-    np.dtype(np.uint8): 'ByteStorage', np.dtype(np.bool_): 'BoolStorage',
+  np.dtype(np.float32): 'FloatStorage',
+  np.dtype(np.float64): 'DoubleStorage',
+  np.dtype(np.float16): 'HalfStorage',
+  np.dtype(ml_dtypes.bfloat16): 'BFloat16Storage',
+  np.dtype(np.int64): 'LongStorage',
+  np.dtype(np.int32): 'IntStorage',
+  np.dtype(np.uint8): 'ByteStorage',
+  np.dtype(np.bool_): 'BoolStorage',
 }
 
 
 # A miniature torch.save: the same zip layout and pickle globals, written with stand-in modules
 # named `torch` / `torch._utils` so that the pickler emits the real global names.
 
-class _Storage:
 
+class _Storage:
   def __init__(self, key, flat):
     self.key, self.flat = key, np.ascontiguousarray(flat).reshape(-1)
 
 
 class _Tensor:
-
   def __init__(self, storage, offset, size, stride):
     self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
   def __reduce__(self):
     utils = sys.modules['torch._utils']
-    return (utils._rebuild_tensor_v2, (self.storage, self.offset, tuple(self.size),
-                                       tuple(self.stride), False, collections.OrderedDict()))
+    return (
+      utils._rebuild_tensor_v2,
+      (
+        self.storage,
+        self.offset,
+        tuple(self.size),
+        tuple(self.stride),
+        False,
+        collections.OrderedDict(),
+      ),
+    )
 
 
 def _tensor(array, key):
@@ -93,7 +105,6 @@ def _save(obj, path, byteorder='little'):
   torch = sys.modules['torch']
 
   class Pickler(pickle.Pickler):
-
     def persistent_id(self, o):
       if not isinstance(o, _Storage):
         return None
@@ -109,14 +120,20 @@ def _save(obj, path, byteorder='little'):
 
 # The reference checkpoints written by the real torch.save.
 
+
 @pytest.mark.parametrize('arch', ARCHS)
 def test_reference_checkpoints_read_completely(arch):
   state, meta = load_state_dict(f'{FIXTURES}/{arch}.pth')
   counts = fixtures.load_json('manifest.json')['archs'][arch]
   assert len(state) == counts['n_state_tensors']
-  assert sum(v.size for k, v in state.items()
-             if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
-             ) == counts['n_params']
+  assert (
+    sum(
+      v.size
+      for k, v in state.items()
+      if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
+    )
+    == counts['n_params']
+  )
   floats = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
   assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in floats.values())
   # BN running statistics after one train forward, recorded by MMAction2, start from these.
@@ -152,11 +169,12 @@ def test_torchvision_state_dict_without_wrapper():
 
 # Broken files.
 
+
 @pytest.mark.parametrize('keep', [0.5, -40])
 def test_truncated_checkpoint(tmp_path, keep):
   data = open(f'{FIXTURES}/c2d.pth', 'rb').read()
   path = tmp_path / 'cut.pth'
-  path.write_bytes(data[:int(len(data) * keep)] if keep > 0 else data[:keep])
+  path.write_bytes(data[: int(len(data) * keep)] if keep > 0 else data[:keep])
   with pytest.raises(CheckpointFormatError, match='cut.pth'):
     load_state_dict(path)
 
@@ -167,7 +185,7 @@ def test_random_bytes_and_legacy_format(tmp_path):
   with pytest.raises(CheckpointFormatError, match='noise.pth.*not a zip'):
     load_torch_checkpoint(noise)
   legacy = tmp_path / 'legacy.pth'
-  legacy.write_bytes(pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2) + b'rest')
+  legacy.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + b'rest')
   # The legacy format is read now: past the magic number, the header is cut short.
   with pytest.raises(CheckpointFormatError, match='legacy.pth.*protocol version.*truncated'):
     load_torch_checkpoint(legacy)
@@ -195,6 +213,7 @@ def test_missing_and_short_data_records(tmp_path, fake_torch):
 
 # Hostile pickles: nothing may run.
 
+
 def _global(module, name):
   return b'c' + module.encode() + b'\n' + name.encode() + b'\n'
 
@@ -202,6 +221,7 @@ def _global(module, name):
 def _stack_global(module, name):
   def unicode(s):
     return b'\x8c' + bytes([len(s)]) + s.encode()
+
   return unicode(module) + unicode(name) + b'\x93'
 
 
@@ -212,19 +232,20 @@ def _str(s):
 
 def _call(func, *args):
   """Opcodes for func(*args) with string arguments, wrapped in a dict as a state_dict value."""
-  return (b'\x80\x04}' + _str('state_dict') + func + b'(' + b''.join(args) + b'tR' + b's.')
+  return b'\x80\x04}' + _str('state_dict') + func + b'(' + b''.join(args) + b'tR' + b's.'
 
 
 def _payloads(marker):
   cmd = f'touch {marker}'
   code = f"open({str(marker)!r}, 'w').close()"
   return {
-      'os.system': _call(_global('os', 'system'), _str(cmd)),
-      'posix.system': _call(_global('posix', 'system'), _str(cmd)),
-      'builtins.eval': _call(_stack_global('builtins', 'eval'), _str(code)),
-      '__builtin__.exec': _call(_global('__builtin__', 'exec'), _str(code)),
-      'subprocess.Popen': _call(_global('subprocess', 'Popen'),
-                                b'](' + _str('touch') + _str(str(marker)) + b'e'),
+    'os.system': _call(_global('os', 'system'), _str(cmd)),
+    'posix.system': _call(_global('posix', 'system'), _str(cmd)),
+    'builtins.eval': _call(_stack_global('builtins', 'eval'), _str(code)),
+    '__builtin__.exec': _call(_global('__builtin__', 'exec'), _str(code)),
+    'subprocess.Popen': _call(
+      _global('subprocess', 'Popen'), b'](' + _str('touch') + _str(str(marker)) + b'e'
+    ),
   }
 
 
@@ -234,8 +255,9 @@ def test_payload_is_live_under_plain_pickle(tmp_path):
   assert marker.exists()
 
 
-@pytest.mark.parametrize('name', ['os.system', 'posix.system', 'builtins.eval',
-                                  '__builtin__.exec', 'subprocess.Popen'])
+@pytest.mark.parametrize(
+  'name', ['os.system', 'posix.system', 'builtins.eval', '__builtin__.exec', 'subprocess.Popen']
+)
 def test_malicious_pickle_is_refused(tmp_path, name):
   marker = tmp_path / 'pwned'
   path = _write_zip(tmp_path / 'evil.pth', _payloads(marker)[name])
@@ -244,21 +266,31 @@ def test_malicious_pickle_is_refused(tmp_path, name):
   assert not marker.exists()
 
 
-@pytest.mark.parametrize('module,name', [
-    ('torch', 'load'), ('torch._utils', '_rebuild_qtensor'),
-    ('torch._tensor', '_rebuild_from_type_v2'), ('torch.serialization', '_get_layout'),
-    ('copyreg', '_reconstructor'), ('numpy.core.multiarray', '_reconstruct')])
+@pytest.mark.parametrize(
+  'module,name',
+  [
+    ('torch', 'load'),
+    ('torch._utils', '_rebuild_qtensor'),
+    ('torch._tensor', '_rebuild_from_type_v2'),
+    ('torch.serialization', '_get_layout'),
+    ('copyreg', '_reconstructor'),
+    ('numpy.core.multiarray', '_reconstruct'),
+  ],
+)
 def test_unknown_globals_are_refused(tmp_path, module, name):
   path = _write_zip(tmp_path / 'unknown.pth', _call(_global(module, name)))
   with pytest.raises(UnsafeCheckpointError, match=f'unknown.pth.*{module}.{name}'):
     load_torch_checkpoint(path)
 
 
-@pytest.mark.parametrize('target', [
+@pytest.mark.parametrize(
+  'target',
+  [
     _global('torch._utils', '_rebuild_tensor_v2'),  # Would set attributes on a stand-in.
     _global('torch', 'FloatStorage'),
     _global('collections', 'OrderedDict') + b')R',  # Only _metadata may be set.
-])
+  ],
+)
 def test_build_opcode_is_refused(tmp_path, target):
   pkl = b'\x80\x02' + target + b'}' + _str('__class__') + b'Ns' + b'b.'
   path = _write_zip(tmp_path / 'build.pth', pkl)
@@ -270,14 +302,15 @@ def test_build_opcode_is_refused(tmp_path, target):
 
 # Crafted but legitimate checkpoints.
 
+
 def test_strided_offset_and_shared_storage_views(tmp_path, fake_torch):
   flat = np.arange(24, dtype=np.float32)
   storage = _Storage('0', flat)
   obj = {
-      'transposed': _Tensor(storage, 3, (3, 2), (1, 3)),
-      'offset_rows': _Tensor(storage, 10, (2, 4), (6, 1)),
-      'expanded': _Tensor(storage, 5, (3, 4), (0, 1)),
-      'empty': _Tensor(storage, 0, (0, 7), (7, 1)),
+    'transposed': _Tensor(storage, 3, (3, 2), (1, 3)),
+    'offset_rows': _Tensor(storage, 10, (2, 4), (6, 1)),
+    'expanded': _Tensor(storage, 5, (3, 4), (0, 1)),
+    'empty': _Tensor(storage, 0, (0, 7), (7, 1)),
   }
   got = load_torch_checkpoint(_save(obj, tmp_path / 'views.pth'))
   np.testing.assert_array_equal(got['transposed'], flat[3:9].reshape(2, 3).T)
@@ -300,14 +333,14 @@ def test_view_past_the_storage_is_refused(tmp_path, fake_torch):
 def test_dtypes_and_byte_order(tmp_path, fake_torch, byteorder):
   rng = np.random.default_rng(1)
   arrays = {
-      'f32': rng.normal(size=(2, 3)).astype(np.float32),
-      'f64': rng.normal(size=(4,)),
-      'f16': rng.normal(size=(3, 1)).astype(np.float16),
-      'bf16': rng.normal(size=(5,)).astype(ml_dtypes.bfloat16),
-      'i64': np.array(123456789012, np.int64),
-      'i32': np.array([-7, 8], np.int32),
-      'u8': np.array([0, 255], np.uint8),
-      'bool': np.array([True, False, True]),
+    'f32': rng.normal(size=(2, 3)).astype(np.float32),
+    'f64': rng.normal(size=(4,)),
+    'f16': rng.normal(size=(3, 1)).astype(np.float16),
+    'bf16': rng.normal(size=(5,)).astype(ml_dtypes.bfloat16),
+    'i64': np.array(123456789012, np.int64),
+    'i32': np.array([-7, 8], np.int32),
+    'u8': np.array([0, 255], np.uint8),
+    'bool': np.array([True, False, True]),
   }
   obj = {k: _tensor(v, str(i)) for i, (k, v) in enumerate(arrays.items())}
   got = load_torch_checkpoint(_save(obj, tmp_path / 'dtypes.pth', byteorder))
@@ -317,9 +350,17 @@ def test_dtypes_and_byte_order(tmp_path, fake_torch, byteorder):
 
 
 def test_meta_with_plain_data_and_numpy_scalars(tmp_path, fake_torch):
-  meta = {'best_score': np.float64(0.75), 'iter': np.int64(3), 'blob': b'\x00\xffxy',
-          'empty': b'', 'tags': {'a', 'b'}, 'frozen': frozenset([1]), 'z': 1 + 2j,
-          'nested': [1, (2.5, None, True)], 'text': 'é'}
+  meta = {
+    'best_score': np.float64(0.75),
+    'iter': np.int64(3),
+    'blob': b'\x00\xffxy',
+    'empty': b'',
+    'tags': {'a', 'b'},
+    'frozen': frozenset([1]),
+    'z': 1 + 2j,
+    'nested': [1, (2.5, None, True)],
+    'text': 'é',
+  }
   obj = {'meta': meta, 'state_dict': {'w': _tensor(np.ones(2, np.float32), '0')}}
   state, got = load_state_dict(_save(obj, tmp_path / 'meta.pth'))
   assert got == meta
@@ -335,15 +376,22 @@ def test_numpy_object_dtype_is_refused(tmp_path):
 
 
 def test_module_prefix_is_stripped(tmp_path, fake_torch):
-  obj = {'state_dict': collections.OrderedDict([
-      ('module.conv.weight', _tensor(np.ones((2, 2), np.float32), '0')),
-      ('module.bn.num_batches_tracked', _tensor(np.array(4, np.int64), '1')),
-      ('head.module.fc', _tensor(np.zeros(3, np.float32), '2'))])}
+  obj = {
+    'state_dict': collections.OrderedDict(
+      [
+        ('module.conv.weight', _tensor(np.ones((2, 2), np.float32), '0')),
+        ('module.bn.num_batches_tracked', _tensor(np.array(4, np.int64), '1')),
+        ('head.module.fc', _tensor(np.zeros(3, np.float32), '2')),
+      ]
+    )
+  }
   state, meta = load_state_dict(_save(obj, tmp_path / 'ddp.pth'))
   assert list(state) == ['conv.weight', 'bn.num_batches_tracked', 'head.module.fc']
   assert meta == {} and state['bn.num_batches_tracked'] == 4
-  clash = {'a.b': _tensor(np.ones(1, np.float32), '0'),
-           'module.a.b': _tensor(np.ones(1, np.float32), '1')}
+  clash = {
+    'a.b': _tensor(np.ones(1, np.float32), '0'),
+    'module.a.b': _tensor(np.ones(1, np.float32), '1'),
+  }
   with pytest.raises(CheckpointFormatError, match='clash.pth.*collides'):
     load_state_dict(_save(clash, tmp_path / 'clash.pth'))
 
@@ -357,6 +405,7 @@ def test_non_tensor_state_dict_is_rejected(tmp_path, fake_torch):
 
 
 # .npz state dicts.
+
 
 def test_npz_round_trip(tmp_path):
   state, _ = load_state_dict(f'{FIXTURES}/costa.pth')
@@ -383,7 +432,7 @@ def test_bad_npz(tmp_path):
 # The legacy (pre-1.6) torch.save format: header pickles, object pickle, key list, raw storages.
 
 TORCH_FORMATS = os.path.join(os.path.dirname(__file__), 'testdata', 'torch_formats')
-_MAGIC = 0x1950a86a20f9469cfc6c
+_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 class _View:
@@ -394,13 +443,18 @@ class _View:
 
 
 def _sys_info(little_endian=True):
-  return {'protocol_version': 1001, 'little_endian': little_endian,
-          'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+  return {
+    'protocol_version': 1001,
+    'little_endian': little_endian,
+    'type_sizes': {'short': 2, 'int': 4, 'long': 4},
+  }
 
 
 def _header(magic=_MAGIC, protocol=1001, sys_info=None):
-  return b''.join(pickle.dumps(x, protocol=2)
-                  for x in (magic, protocol, _sys_info() if sys_info is None else sys_info))
+  return b''.join(
+    pickle.dumps(x, protocol=2)
+    for x in (magic, protocol, _sys_info() if sys_info is None else sys_info)
+  )
 
 
 def _save_legacy(obj, path, keys=None, **header):
@@ -412,7 +466,6 @@ def _save_legacy(obj, path, keys=None, **header):
   roots = {}
 
   class Pickler(pickle.Pickler):
-
     def persistent_id(self, o):
       if not isinstance(o, (_Storage, _View)):
         return None
@@ -442,32 +495,39 @@ def _save_legacy(obj, path, keys=None, **header):
 def _mmaction2_checkpoint():
   """{'meta': ..., 'state_dict': OrderedDict with _metadata}, as mmcv's save_checkpoint writes."""
   rng = np.random.default_rng(2)
-  arrays = collections.OrderedDict([
+  arrays = collections.OrderedDict(
+    [
       ('backbone.conv1.conv.weight', rng.normal(size=(4, 3, 1, 3, 3)).astype(np.float32)),
       ('backbone.conv1.bn.running_var', rng.uniform(size=4).astype(np.float32)),
       ('backbone.conv1.bn.num_batches_tracked', np.array(7, np.int64)),
       ('cls_head.fc_cls.bias', rng.normal(size=(5,)).astype(np.float16)),
-  ])
+    ]
+  )
   state = collections.OrderedDict(
-      (k, _tensor(v, str(100 + i))) for i, (k, v) in enumerate(arrays.items()))
+    (k, _tensor(v, str(100 + i))) for i, (k, v) in enumerate(arrays.items())
+  )
   state._metadata = collections.OrderedDict([('', {'version': 1}), ('backbone', {'version': 1})])
-  meta = {'mmaction2_version': '0.24.1', 'epoch': 4, 'config': 'model = dict(...)',
-          'CLASSES': ('a', 'b')}
+  meta = {
+    'mmaction2_version': '0.24.1',
+    'epoch': 4,
+    'config': 'model = dict(...)',
+    'CLASSES': ('a', 'b'),
+  }
   return {'meta': meta, 'state_dict': state}, arrays
 
 
 def test_legacy_dtypes(tmp_path, fake_torch):
   rng = np.random.default_rng(1)
   arrays = {
-      'f32': rng.normal(size=(2, 3)).astype(np.float32),
-      'f64': rng.normal(size=(4,)),
-      'f16': rng.normal(size=(3, 1)).astype(np.float16),
-      'bf16': rng.normal(size=(5,)).astype(ml_dtypes.bfloat16),
-      'i64': np.array(123456789012, np.int64),
-      'i32': np.array([-7, 8], np.int32),
-      'u8': np.array([0, 255], np.uint8),
-      'bool': np.array([True, False, True]),
-      'empty': np.zeros((0, 3), np.float32),
+    'f32': rng.normal(size=(2, 3)).astype(np.float32),
+    'f64': rng.normal(size=(4,)),
+    'f16': rng.normal(size=(3, 1)).astype(np.float16),
+    'bf16': rng.normal(size=(5,)).astype(ml_dtypes.bfloat16),
+    'i64': np.array(123456789012, np.int64),
+    'i32': np.array([-7, 8], np.int32),
+    'u8': np.array([0, 255], np.uint8),
+    'bool': np.array([True, False, True]),
+    'empty': np.zeros((0, 3), np.float32),
   }
   obj = {k: _tensor(v, str(i)) for i, (k, v) in enumerate(arrays.items())}
   path, _ = _save_legacy(obj, tmp_path / 'dtypes.pth')
@@ -485,12 +545,12 @@ def test_legacy_views_share_one_storage(tmp_path, fake_torch):
   root = _Storage('0', flat)
   window = _View('1', root, 4, 12)  # Old torch saved storage views (offset 4, 12 elements).
   obj = {
-      'transposed': _Tensor(root, 3, (3, 2), (1, 3)),
-      'offset_rows': _Tensor(root, 10, (2, 4), (6, 1)),
-      'expanded': _Tensor(root, 5, (3, 4), (0, 1)),
-      'whole': _Tensor(root, 0, (4, 6), (6, 1)),
-      'in_view': _Tensor(window, 2, (2, 3), (3, 1)),
-      'view_again': _Tensor(window, 0, (12,), (1,)),
+    'transposed': _Tensor(root, 3, (3, 2), (1, 3)),
+    'offset_rows': _Tensor(root, 10, (2, 4), (6, 1)),
+    'expanded': _Tensor(root, 5, (3, 4), (0, 1)),
+    'whole': _Tensor(root, 0, (4, 6), (6, 1)),
+    'in_view': _Tensor(window, 2, (2, 3), (3, 1)),
+    'view_again': _Tensor(window, 0, (12,), (1,)),
   }
   path, _ = _save_legacy(obj, tmp_path / 'views.pth')
   with open(path, 'rb') as f:
@@ -525,8 +585,7 @@ def test_legacy_mmaction2_checkpoint(tmp_path, fake_torch):
 def test_real_torch_files_match_expected(name):
   """Written by torch 2.13.0 (testdata/torch_formats/generate.py), legacy and zip format."""
   obj = load_torch_checkpoint(os.path.join(TORCH_FORMATS, name))
-  assert obj['meta'] == {'mmaction2_version': '0.24.1', 'epoch': 3,
-                         'note': 'torch_formats fixture'}
+  assert obj['meta'] == {'mmaction2_version': '0.24.1', 'epoch': 3, 'note': 'torch_formats fixture'}
   state = obj['state_dict']
   assert isinstance(state, collections.OrderedDict)
   assert dict(state._metadata) == {'': {'version': 1}, '0': {'version': 1}, '1': {'version': 2}}
@@ -552,16 +611,30 @@ def test_real_legacy_and_zip_agree():
     np.testing.assert_array_equal(value, zipped[key], err_msg=key)
 
 
-@pytest.mark.parametrize('section,delta', [
-    ('start', 5), ('start', 16), ('start', 30), ('object', 0), ('object', 40), ('keys', 0),
-    ('keys', 4), ('data', 0), ('data', 5), ('data', 8), ('data', 11), ('end', -1)])
+@pytest.mark.parametrize(
+  'section,delta',
+  [
+    ('start', 5),
+    ('start', 16),
+    ('start', 30),
+    ('object', 0),
+    ('object', 40),
+    ('keys', 0),
+    ('keys', 4),
+    ('data', 0),
+    ('data', 5),
+    ('data', 8),
+    ('data', 11),
+    ('end', -1),
+  ],
+)
 def test_legacy_truncated(tmp_path, fake_torch, section, delta):
   obj, _ = _mmaction2_checkpoint()
   path, marks = _save_legacy(obj, tmp_path / 'full.pth')
   data = open(path, 'rb').read()
   marks.update(start=0, end=len(data))
   cut = tmp_path / 'cut.pth'
-  cut.write_bytes(data[:marks[section] + delta])
+  cut.write_bytes(data[: marks[section] + delta])
   with pytest.raises(CheckpointFormatError, match='cut.pth: .*truncated'):
     load_torch_checkpoint(cut)
   empty = tmp_path / 'empty.pth'
@@ -570,16 +643,20 @@ def test_legacy_truncated(tmp_path, fake_torch, section, delta):
     load_torch_checkpoint(empty)
 
 
-@pytest.mark.parametrize('header,message', [
-    ({'magic': 0x1950a86a20f9469cfc6d}, 'not a zip.*wrong magic number 0x1950a86a20f9469cfc6d'),
+@pytest.mark.parametrize(
+  'header,message',
+  [
+    ({'magic': 0x1950A86A20F9469CFC6D}, 'not a zip.*wrong magic number 0x1950a86a20f9469cfc6d'),
     ({'magic': 'hello'}, "wrong magic number 'hello'"),
     ({'protocol': 1000}, 'unknown legacy protocol version 1000 \\(expected 1001\\)'),
     ({'sys_info': {'protocol_version': 1001}}, 'bad sys_info.*little_endian'),
     ({'sys_info': _sys_info(little_endian=False)}, 'big-endian'),
-])
+  ],
+)
 def test_legacy_bad_header(tmp_path, fake_torch, header, message):
-  path, _ = _save_legacy({'w': _tensor(np.ones(2, np.float32), '0')}, tmp_path / 'bad.pth',
-                         **header)
+  path, _ = _save_legacy(
+    {'w': _tensor(np.ones(2, np.float32), '0')}, tmp_path / 'bad.pth', **header
+  )
   with pytest.raises(CheckpointFormatError, match=f'bad.pth: .*{message}'):
     load_torch_checkpoint(path)
 
@@ -591,7 +668,7 @@ def test_legacy_storage_keys_and_sizes(tmp_path, fake_torch):
     load_torch_checkpoint(path)
   path, marks = _save_legacy(obj, tmp_path / 'count.pth')
   data = bytearray(open(path, 'rb').read())
-  data[marks['data']:marks['data'] + 8] = (5).to_bytes(8, 'little')  # Storage '7' says 5, not 6.
+  data[marks['data'] : marks['data'] + 8] = (5).to_bytes(8, 'little')  # Storage '7' says 5, not 6.
   (tmp_path / 'count.pth').write_bytes(bytes(data))
   with pytest.raises(CheckpointFormatError, match='count.pth: storage 7 has 5 elements'):
     load_torch_checkpoint(path)
@@ -623,8 +700,9 @@ def _legacy_file(tmp_path, name, header=None, obj_pkl=None, keys_pkl=None):
   return path
 
 
-@pytest.mark.parametrize('name', ['os.system', 'posix.system', 'builtins.eval',
-                                  '__builtin__.exec', 'subprocess.Popen'])
+@pytest.mark.parametrize(
+  'name', ['os.system', 'posix.system', 'builtins.eval', '__builtin__.exec', 'subprocess.Popen']
+)
 @pytest.mark.parametrize('where', ['magic', 'sys_info', 'object', 'keys'])
 def test_legacy_malicious_pickles_are_refused(tmp_path, name, where):
   marker = tmp_path / 'pwned'
@@ -632,10 +710,10 @@ def test_legacy_malicious_pickles_are_refused(tmp_path, name, where):
   magic, protocol = pickle.dumps(_MAGIC, protocol=2), pickle.dumps(1001, protocol=2)
   info = pickle.dumps(_sys_info(), protocol=2)
   parts = {
-      'magic': {'header': evil + protocol + info},
-      'sys_info': {'header': magic + protocol + evil},
-      'object': {'obj_pkl': evil},
-      'keys': {'keys_pkl': evil},
+    'magic': {'header': evil + protocol + info},
+    'sys_info': {'header': magic + protocol + evil},
+    'object': {'obj_pkl': evil},
+    'keys': {'keys_pkl': evil},
   }[where]
   path = _legacy_file(tmp_path, 'evil.pth', **parts)
   with pytest.raises(UnsafeCheckpointError, match=f'evil.pth: .*{name}'):
@@ -646,8 +724,11 @@ def test_legacy_malicious_pickles_are_refused(tmp_path, name, where):
 def test_legacy_header_takes_plain_values_only(tmp_path):
   # OrderedDict is fine in the object pickle but not in a header pickle.
   info = collections.OrderedDict(_sys_info())
-  header = (pickle.dumps(_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
-            + pickle.dumps(info, protocol=2))
+  header = (
+    pickle.dumps(_MAGIC, protocol=2)
+    + pickle.dumps(1001, protocol=2)
+    + pickle.dumps(info, protocol=2)
+  )
   path = _legacy_file(tmp_path, 'od.pth', header=header)
   with pytest.raises(UnsafeCheckpointError, match='od.pth: .*collections.OrderedDict'):
     load_torch_checkpoint(path)
@@ -656,10 +737,13 @@ def test_legacy_header_takes_plain_values_only(tmp_path):
     load_torch_checkpoint(persid)
 
 
-@pytest.mark.parametrize('target', [
+@pytest.mark.parametrize(
+  'target',
+  [
     _global('torch._utils', '_rebuild_tensor_v2'),
     _global('collections', 'OrderedDict') + b')R',
-])
+  ],
+)
 def test_legacy_build_opcode_is_refused(tmp_path, target):
   pkl = b'\x80\x02' + target + b'}' + _str('__class__') + b'Ns' + b'b.'
   path = _legacy_file(tmp_path, 'build.pth', obj_pkl=pkl)

@@ -21,17 +21,25 @@ def data_dir(tmp_path_factory):
   return path
 
 
-@pytest.mark.parametrize('overrides, devices, processes, message', [
-    (dict(batch_size=6), 4, 1, r'batch_size / grad_accum_steps = 6/1.*device count=4.*'
-                               r'multiple of 4'),
+@pytest.mark.parametrize(
+  'overrides, devices, processes, message',
+  [
+    (
+      dict(batch_size=6),
+      4,
+      1,
+      r'batch_size / grad_accum_steps = 6/1.*device count=4.*'
+      r'multiple of 4',
+    ),
     (dict(batch_size=8, grad_accum_steps=3), 1, 1, r'batch_size=8 .*grad_accum_steps=3'),
-    (dict(batch_size=16, grad_accum_steps=2), 4, 1, None),                     # 8 per micro: ok
+    (dict(batch_size=16, grad_accum_steps=2), 4, 1, None),  # 8 per micro: ok
     (dict(batch_size=8, grad_accum_steps=2), 8, 1, r'= 8/2\).*device count=8.*multiple of 16'),
     (dict(batch_size=12), 1, 1, r'model.bn_group_size=8.*multiple of 8'),
     (dict(batch_size=8, eval_batch_size=6), 4, 1, r'eval_batch_size=6 .*device count=4'),
     (dict(batch_size=8, test_batch_size=3), 1, 2, r'test_batch_size=3 .*process count=2'),
     (dict(batch_size=8, test_views_per_chunk=4), 1, 1, r'test_views_per_chunk=4'),
-])
+  ],
+)
 def test_batching_checks(overrides, devices, processes, message):
   mode = 'test' if {'test_batch_size', 'test_views_per_chunk'} & set(overrides) else 'train'
   config = train_testlib.tiny_config('unused')
@@ -56,22 +64,29 @@ def test_choice_checks():
     config_checks.check_model_and_optimizer(config)
 
 
-@pytest.mark.parametrize('change, message', [
-    (lambda c: c.data.update(data_dir='/nonexistent/tfrecords'),
-     r"data.data_dir='/nonexistent/tfrecords' does not exist"),
-    (lambda c: c.model.update(num_classes=5),
-     r"split 'train' .* has 4 classes but model.num_classes=5; set model.num_classes=4"),
+@pytest.mark.parametrize(
+  'change, message',
+  [
+    (
+      lambda c: c.data.update(data_dir='/nonexistent/tfrecords'),
+      r"data.data_dir='/nonexistent/tfrecords' does not exist",
+    ),
+    (
+      lambda c: c.model.update(num_classes=5),
+      r"split 'train' .* has 4 classes but model.num_classes=5; set model.num_classes=4",
+    ),
     (lambda c: c.model.update(bn_group_size=3), r'bn_group_size=3'),
     (lambda c: c.update(batch_size=16), r"split 'train' .* has 8 videos; at least 16"),
     (lambda c: c.update(test_average='max'), r"test_average='max'"),
-])
+  ],
+)
 def test_train_fails_before_any_work(data_dir, tmp_path, change, message):
   config = train_testlib.tiny_config(data_dir)
   change(config)
   workdir = str(tmp_path / 'work')
   with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(config, workdir)
-  assert not os.path.exists(workdir)          # nothing was written, nothing was compiled
+  assert not os.path.exists(workdir)  # nothing was written, nothing was compiled
 
 
 def test_test_mode_needs_a_checkpoint(data_dir, tmp_path):
@@ -116,9 +131,13 @@ def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path
   # From the command line: one line naming the URL and the way to pass a local file, status 2.
   config_file = train_testlib.write_config_file(str(tmp_path / 'cfg.py'), data_dir)
   proc = subprocess.run(
-      train_testlib.main_command(config_file, workdir, f'--config.init.resnet2d={url}'),
-      cwd=train_testlib.REPO, env=train_testlib.env(), capture_output=True, text=True,
-      timeout=300)
+    train_testlib.main_command(config_file, workdir, f'--config.init.resnet2d={url}'),
+    cwd=train_testlib.REPO,
+    env=train_testlib.env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   error = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(error) == 1 and url in error[0], proc.stderr[-2000:]
@@ -129,9 +148,14 @@ def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path
 
 def test_command_lines_report_a_users_mistake_in_one_line(capsys, tmp_path):
   from cost_jax import analyze, export, predict
-  for module, argv in ((predict, ['--no_such_flag']), (predict, ['--checkpoint=x']),
-                       (analyze, ['--top_k=3']), (export, ['--checkpoint=x', 'extra']),
-                       (export, ['--format=onnx'])):
+
+  for module, argv in (
+    (predict, ['--no_such_flag']),
+    (predict, ['--checkpoint=x']),
+    (analyze, ['--top_k=3']),
+    (export, ['--checkpoint=x', 'extra']),
+    (export, ['--format=onnx']),
+  ):
     assert module.main(argv) == 2, (module.__name__, argv)
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1, err
@@ -140,9 +164,20 @@ def test_command_lines_report_a_users_mistake_in_one_line(capsys, tmp_path):
   for flag in ('--config.batch_sizee=3', f'--config={tmp_path}/missing.py'):
     config = os.path.join(train_testlib.REPO, 'configs', 'costb_k400.py')
     proc = subprocess.run(
-        [sys.executable, '-m', 'cost_jax.main', f'--config={config}',
-         f'--workdir={tmp_path}/w', flag], cwd=train_testlib.REPO, env=train_testlib.env(),
-        capture_output=True, text=True, timeout=300)
+      [
+        sys.executable,
+        '-m',
+        'cost_jax.main',
+        f'--config={config}',
+        f'--workdir={tmp_path}/w',
+        flag,
+      ],
+      cwd=train_testlib.REPO,
+      env=train_testlib.env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1 and ('batch_size' in errors[0] or 'missing.py' in errors[0])

@@ -24,15 +24,24 @@ def test_one_and_four_devices_train_identically(tmp_path):
   # whole state (parameters, BN statistics and the momentum trace, i.e. the gradients) is
   # compared after the first step and the loss after two; a small learning rate keeps the float
   # noise of step 1 from being amplified into step 2's loss.
-  config = train_testlib.write_config_file(str(tmp_path / 'config.py'), data_dir, num_epochs=1,
-                                           checkpoint_every_steps=1,
-                                           **{'optimizer.base_lr': 0.005})
+  config = train_testlib.write_config_file(
+    str(tmp_path / 'config.py'),
+    data_dir,
+    num_epochs=1,
+    checkpoint_every_steps=1,
+    **{'optimizer.base_lr': 0.005},
+  )
   runs = {}
   for devices in (1, 4):
     workdir = str(tmp_path / f'devices{devices}')
     log = open(tmp_path / f'devices{devices}.log', 'w')
-    proc = subprocess.Popen(train_testlib.main_command(config, workdir), cwd=train_testlib.REPO,
-                            env=train_testlib.env(devices), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+      train_testlib.main_command(config, workdir),
+      cwd=train_testlib.REPO,
+      env=train_testlib.env(devices),
+      stdout=log,
+      stderr=subprocess.STDOUT,
+    )
     runs[devices] = (proc, log, workdir)
   for devices, (proc, log, _) in runs.items():
     code = proc.wait(timeout=300)
@@ -43,8 +52,9 @@ def test_one_and_four_devices_train_identically(tmp_path):
 
   losses = {d: _logged_losses(open(tmp_path / f'devices{d}.log').read()) for d in (1, 4)}
   assert sorted(losses[1]) == [1, 2]
-  np.testing.assert_allclose([losses[4][k] for k in (1, 2)], [losses[1][k] for k in (1, 2)],
-                             rtol=1e-4)                    # as logged, 6 significant digits
+  np.testing.assert_allclose(
+    [losses[4][k] for k in (1, 2)], [losses[1][k] for k in (1, 2)], rtol=1e-4
+  )  # as logged, 6 significant digits
   one = train_testlib.load_state(runs[1][2], 1)
   four = train_testlib.load_state(runs[4][2], 1)
   for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one)):

@@ -15,8 +15,18 @@ def _run_two(cmd, tmp_path, name):
   for pid in range(2):
     log = open(tmp_path / f'{name}{pid}.log', 'w')
     flags = [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={pid}']
-    procs.append((subprocess.Popen(cmd + flags, cwd=train_testlib.REPO, env=train_testlib.env(),
-                                   stdout=log, stderr=subprocess.STDOUT), log))
+    procs.append(
+      (
+        subprocess.Popen(
+          cmd + flags,
+          cwd=train_testlib.REPO,
+          env=train_testlib.env(),
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        ),
+        log,
+      )
+    )
   logs = []
   for pid, (proc, log) in enumerate(procs):
     code = proc.wait(timeout=300)
@@ -48,7 +58,7 @@ def test_two_processes_train_then_test(tmp_path):
   _run_two(cmd + ['--mode=test'], tmp_path, 'test')
   with open(os.path.join(workdir, 'test_val_summary.json')) as f:
     summary = json.load(f)
-  assert summary['num_videos'] == 6                  # 3 per host, padded, each counted once
+  assert summary['num_videos'] == 6  # 3 per host, padded, each counted once
   with np.load(os.path.join(workdir, 'test_val_scores.npz')) as f:
     np.testing.assert_array_equal(f['index'], np.arange(6))
     np.testing.assert_array_equal(f['label'], labels['val'])

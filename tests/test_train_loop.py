@@ -53,7 +53,7 @@ def test_test_protocol_scores_every_video_once(trained):
     index, label, scores = f['index'], f['label'], f['scores']
   np.testing.assert_array_equal(index, np.arange(6))
   np.testing.assert_array_equal(label, trained['labels']['val'])
-  np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)   # averaged probabilities
+  np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)  # averaged probabilities
   assert summary['metrics'] == pytest.approx(metrics.classification_metrics(scores, label))
   with open(os.path.join(workdir, 'test_val_summary.json')) as f:
     assert json.load(f)['metrics'] == pytest.approx(summary['metrics'])
@@ -67,10 +67,11 @@ def test_test_protocol_scores_every_video_once(trained):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, tmp_path):
   config = train_testlib.tiny_config(trained['config'].data.data_dir)
   config.num_epochs = 3
-  config.optimizer.base_lr = 1e38           # the update of step 5 overflows the parameters
+  config.optimizer.base_lr = 1e38  # the update of step 5 overflows the parameters
   workdir = str(tmp_path / 'work')
-  shutil.copytree(os.path.join(trained['workdir'], 'checkpoints', '4'),
-                  os.path.join(workdir, 'checkpoints', '4'))
+  shutil.copytree(
+    os.path.join(trained['workdir'], 'checkpoints', '4'), os.path.join(workdir, 'checkpoints', '4')
+  )
   with pytest.raises(train.NonFiniteLossError, match=r'at step 5 .*checkpoint \(step 4\)'):
     train.train_and_evaluate(config, workdir)
   assert train_testlib.checkpoint_steps(workdir) == [4]

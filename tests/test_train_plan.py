@@ -4,8 +4,13 @@ import pytest
 
 from cost_jax.train import StepPlan, plan_step
 
-SCHEDULE = dict(steps_per_epoch=10, total_steps=100, log_every_steps=4, eval_every_epochs=5,
-                checkpoint_every_epochs=2)
+SCHEDULE = dict(
+  steps_per_epoch=10,
+  total_steps=100,
+  log_every_steps=4,
+  eval_every_epochs=5,
+  checkpoint_every_epochs=2,
+)
 
 
 def _plans(**overrides):
@@ -26,13 +31,12 @@ def test_every_validation_is_saved_and_the_last_step_validates():
   plans = _plans(total_steps=95, eval_every_epochs=3, checkpoint_every_epochs=4)
   assert [d for d, p in plans.items() if p.validate] == [30, 60, 90, 95]
   assert [d for d, p in plans.items() if p.save] == [30, 40, 60, 80, 90, 95]
-  assert plans[95].log                                    # the last step logs off-schedule
+  assert plans[95].log  # the last step logs off-schedule
 
 
 def test_step_checkpoints_and_preemption():
   plans = _plans(checkpoint_every_steps=15)
-  assert [d for d, p in plans.items() if p.save] == [15, 20, 30, 40, 45, 50, 60, 75, 80, 90,
-                                                       100]
+  assert [d for d, p in plans.items() if p.save] == [15, 20, 30, 40, 45, 50, 60, 75, 80, 90, 100]
   stopped = plan_step(7, **SCHEDULE, preempted=True)
   assert stopped == StepPlan(log=True, validate=False, save=True, stop=True)
 

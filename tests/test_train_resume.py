@@ -11,13 +11,14 @@ import numpy as np
 
 from tests import train_testlib
 
-TOTAL_STEPS = 16          # 8 epochs of 2 steps, a checkpoint after every step
+TOTAL_STEPS = 16  # 8 epochs of 2 steps, a checkpoint after every step
 
 
 def _start(cmd, log_path):
   log = open(log_path, 'w')
-  return subprocess.Popen(cmd, cwd=train_testlib.REPO, env=train_testlib.env(), stdout=log,
-                          stderr=subprocess.STDOUT), log
+  return subprocess.Popen(
+    cmd, cwd=train_testlib.REPO, env=train_testlib.env(), stdout=log, stderr=subprocess.STDOUT
+  ), log
 
 
 def _wait_for_checkpoint(proc, workdir, step, timeout=240):
@@ -36,15 +37,21 @@ def test_kill_resume_and_sigterm_match_an_uninterrupted_run(tmp_path):
   data_dir = str(tmp_path / 'data')
   train_testlib.write_tiny_dataset(data_dir)
   config = train_testlib.write_config_file(
-      str(tmp_path / 'config.py'), data_dir, num_epochs=TOTAL_STEPS // 2,
-      checkpoint_every_steps=1, eval_every_epochs=TOTAL_STEPS, keep_checkpoints=2)
+    str(tmp_path / 'config.py'),
+    data_dir,
+    num_epochs=TOTAL_STEPS // 2,
+    checkpoint_every_steps=1,
+    eval_every_epochs=TOTAL_STEPS,
+    keep_checkpoints=2,
+  )
   straight, interrupted = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
   # The uninterrupted run goes on beside the first interrupted one.
-  reference, reference_log = _start(train_testlib.main_command(config, straight),
-                                    str(tmp_path / 'straight.log'))
+  reference, reference_log = _start(
+    train_testlib.main_command(config, straight), str(tmp_path / 'straight.log')
+  )
 
   cmd = train_testlib.main_command(config, interrupted)
-  kill_at = random.Random().randint(1, TOTAL_STEPS // 3)       # a random step, logged on failure
+  kill_at = random.Random().randint(1, TOTAL_STEPS // 3)  # a random step, logged on failure
   proc, log = _start(cmd, str(tmp_path / 'run1.log'))
   _wait_for_checkpoint(proc, interrupted, kill_at)
   proc.send_signal(signal.SIGKILL)

@@ -21,25 +21,33 @@ def setup():
   config.model = base.get_model_config('c2d')
   config.model.update(base_channels=4, num_classes=CLASSES, bn_group_size=4, dropout_ratio=0.0)
   model = create_model(config.model)
-  lr = optim.create_learning_rate_schedule(config.optimizer, global_batch_size=8,
-                                           steps_per_epoch=1)
+  lr = optim.create_learning_rate_schedule(config.optimizer, global_batch_size=8, steps_per_epoch=1)
   tx = optim.create_optimizer(config.optimizer, lr)
-  build = functools.partial(create_train_state, model, tx,
-                            sample_clips=jnp.zeros((1, T, SIZE, SIZE, 3)))
+  build = functools.partial(
+    create_train_state, model, tx, sample_clips=jnp.zeros((1, T, SIZE, SIZE, 3))
+  )
   state = jax.jit(build)(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   clips = rng.integers(0, 256, (8, T, SIZE, SIZE, 3), dtype=np.uint8)
   labels = rng.integers(0, CLASSES, (8,)).astype(np.int32)
-  return dict(config=config, model=model, tx=tx, lr=lr, state=state, build=build, clips=clips,
-              labels=labels)
+  return dict(
+    config=config, model=model, tx=tx, lr=lr, state=state, build=build, clips=clips, labels=labels
+  )
 
 
 def _train(setup, num_micro):
-  step = jax.jit(functools.partial(steps.train_step, model=setup['model'], tx=setup['tx'],
-                                   learning_rate_fn=setup['lr'],
-                                   data_config=setup['config'].data))
-  batch = sharding.split_micro_batches({'clips': setup['clips'], 'label': setup['labels']},
-                                       num_micro)
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=setup['model'],
+      tx=setup['tx'],
+      learning_rate_fn=setup['lr'],
+      data_config=setup['config'].data,
+    )
+  )
+  batch = sharding.split_micro_batches(
+    {'clips': setup['clips'], 'label': setup['labels']}, num_micro
+  )
   return step(setup['state'], batch)
 
 
@@ -50,13 +58,14 @@ def test_gradient_accumulation_equals_one_big_batch(setup):
   accum, m_accum = _train(setup, 2)
   assert int(whole.step) == int(accum.step) == 1
   np.testing.assert_allclose(float(m_accum['loss']), float(m_whole['loss']), rtol=1e-5)
-  np.testing.assert_allclose(float(m_accum['grad_norm']), float(m_whole['grad_norm']),
-                             rtol=1e-4)
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), whole.params,
-                       setup['state'].params)
-  assert max(jax.tree.leaves(moved)) > 1e-4                      # the step did change params
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               accum.params, whole.params)
+  np.testing.assert_allclose(float(m_accum['grad_norm']), float(m_whole['grad_norm']), rtol=1e-4)
+  moved = jax.tree.map(
+    lambda a, b: float(jnp.abs(a - b).max()), whole.params, setup['state'].params
+  )
+  assert max(jax.tree.leaves(moved)) > 1e-4  # the step did change params
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), accum.params, whole.params
+  )
   # Running statistics: the micro-batches update them one after the other.
   first = jax.tree.leaves(whole.batch_stats)[0]
   assert not np.allclose(jax.tree.leaves(accum.batch_stats)[0], first)
@@ -66,17 +75,24 @@ def test_gradient_accumulation_equals_one_big_batch(setup):
 def test_chunked_multi_view_scores_match_per_view_evaluation(setup):
   variables = steps.inference_variables(setup['state'])
   views = setup['clips'][:6].reshape(1, 6, T, SIZE, SIZE, 3).repeat(2, axis=0)
-  views[1] = views[1, ::-1]                                        # 2 videos x 6 views
+  views[1] = views[1, ::-1]  # 2 videos x 6 views
   data = setup['config'].data
   logits = jax.jit(functools.partial(steps.eval_step, model=setup['model'], data_config=data))(
-      variables, {'clips': views.reshape(12, T, SIZE, SIZE, 3)})
+    variables, {'clips': views.reshape(12, T, SIZE, SIZE, 3)}
+  )
   logits = np.asarray(logits).reshape(2, 6, CLASSES)
   for average, chunks in (('prob', (1, 6)), ('score', (3,))):
     expected = np.asarray(metrics.average_views(jnp.asarray(logits), average))
     for chunk in chunks:
-      got = jax.jit(functools.partial(steps.test_step, model=setup['model'], data_config=data,
-                                      views_per_chunk=chunk, average=average))(
-                                          variables, {'clips': views})
+      got = jax.jit(
+        functools.partial(
+          steps.test_step,
+          model=setup['model'],
+          data_config=data,
+          views_per_chunk=chunk,
+          average=average,
+        )
+      )(variables, {'clips': views})
       np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -108,12 +124,15 @@ def test_multi_view_score_matches_mmaction2_recognizer3d():
   """Recognizer3D's test path on the reference c2d: two clips of one video, softmax averaged."""
   from cost_jax.weights import import_mmaction2
   from tests import fixtures
+
   model_config, variables = import_mmaction2(fixtures.path('c2d.pth'))
   io = fixtures.io('c2d')
-  clips = fixtures.ncthw_to_nthwc(io['input'])[None]                  # (1 video, 2 views, ...)
+  clips = fixtures.ncthw_to_nthwc(io['input'])[None]  # (1 video, 2 views, ...)
   data = base.get_config().data
   for chunk in (1, 2):
-    score = jax.jit(functools.partial(steps.test_step, model=create_model(model_config),
-                                      data_config=data, views_per_chunk=chunk))(
-                                          variables, {'clips': jnp.asarray(clips)})
+    score = jax.jit(
+      functools.partial(
+        steps.test_step, model=create_model(model_config), data_config=data, views_per_chunk=chunk
+      )
+    )(variables, {'clips': jnp.asarray(clips)})
     np.testing.assert_allclose(np.asarray(score), io['eval_test_score'], rtol=1e-5, atol=1e-6)

@@ -1,6 +1,5 @@
 """Clip transforms vs MMAction2 fixtures (pipeline.json, pipeline_e2e.npz)."""
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,14 +11,14 @@ from tests import fixtures
 MEAN, STD = base.IMAGENET_MEAN_RGB, base.IMAGENET_STD_RGB
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def pipeline():
-  return fixtures.load_json("pipeline.json")
+  return fixtures.load_json('pipeline.json')
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def e2e():
-  return fixtures.load("pipeline_e2e.npz")
+  return fixtures.load('pipeline_e2e.npz')
 
 
 def _frames(h, w, n=2, seed=0):
@@ -27,42 +26,43 @@ def _frames(h, w, n=2, seed=0):
 
 
 def test_resize_sizes_match_mmaction2(pipeline):
-  cases = pipeline["resize_short_side_256"]["cases"]
+  cases = pipeline['resize_short_side_256']['cases']
   assert len(cases) >= 10
   for case in cases:
-    h, w = case["in_hw"]
+    h, w = case['in_hw']
     got = [int(v) for v in transforms.short_side_size(tf.constant(h), tf.constant(w), 256)]
-    assert got == case["out_hw"], case
+    assert got == case['out_hw'], case
   out = transforms.resize_short_side(_frames(240, 320), 256)
   assert out.dtype == tf.uint8 and out.shape == (2, 256, 341, 3)
 
 
 def test_center_crop_boxes_match_mmaction2(pipeline):
-  for case in pipeline["center_crop_224"]["cases"]:
-    h, w = case["in_hw"]
+  for case in pipeline['center_crop_224']['cases']:
+    h, w = case['in_hw']
     top, left = (int(v) for v in transforms.center_crop_offsets(h, w, 224))
-    assert [left, top, left + 224, top + 224] == case["crop_bbox_xyxy"], case
+    assert [left, top, left + 224, top + 224] == case['crop_bbox_xyxy'], case
     frames = _frames(h, w)
-    if case["actual_array_hw"] == [224, 224]:
-      np.testing.assert_array_equal(transforms.center_crop(frames, 224),
-                                    frames.numpy()[:, top:top + 224, left:left + 224])
+    if case['actual_array_hw'] == [224, 224]:
+      np.testing.assert_array_equal(
+        transforms.center_crop(frames, 224), frames.numpy()[:, top : top + 224, left : left + 224]
+      )
     else:  # MMAction2 silently returns a short crop; we refuse.
-      with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the crop"):
+      with pytest.raises(tf.errors.InvalidArgumentError, match='smaller than the crop'):
         transforms.center_crop(frames, 224)
 
 
 def test_three_crop_boxes_and_order_match_mmaction2(pipeline):
-  for case in pipeline["three_crop_256"]["cases"]:
-    h, w = case["in_hw"]
+  for case in pipeline['three_crop_256']['cases']:
+    h, w = case['in_hw']
     offsets = transforms.three_crop_offsets(h, w, 256).numpy()
     boxes = [[int(left), int(top), int(left) + 256, int(top) + 256] for top, left in offsets]
-    assert boxes == case["crop_bboxes_xyxy"], case
-    frames = _frames(h, w, n=case["n_frames"])
+    assert boxes == case['crop_bboxes_xyxy'], case
+    frames = _frames(h, w, n=case['n_frames'])
     crops = transforms.three_crop(frames, 256).numpy()
-    assert crops.shape == (3, case["n_frames"], 256, 256, 3)
-    for crop, (x1, y1, x2, y2) in zip(crops, case["crop_bboxes_xyxy"]):
+    assert crops.shape == (3, case['n_frames'], 256, 256, 3)
+    for crop, (x1, y1, x2, y2) in zip(crops, case['crop_bboxes_xyxy']):
       np.testing.assert_array_equal(crop, frames.numpy()[:, y1:y2, x1:x2])
-  with pytest.raises(tf.errors.InvalidArgumentError, match="ThreeCrop"):
+  with pytest.raises(tf.errors.InvalidArgumentError, match='ThreeCrop'):
     transforms.three_crop_offsets(300, 400, 256)
 
 
@@ -74,29 +74,30 @@ def _assert_equal_to_cv2(ours, ref):
 
 
 def test_val_pipeline_matches_mmaction2_e2e(e2e):
-  video = e2e["video_THWC_uint8"]
-  frames = tf.constant(video[e2e["val_frame_inds"]])
+  video = e2e['video_THWC_uint8']
+  frames = tf.constant(video[e2e['val_frame_inds']])
   resized = transforms.resize_short_side(frames, 16).numpy()
-  assert resized.shape == e2e["val_resized_uint8"].shape
-  _assert_equal_to_cv2(resized, e2e["val_resized_uint8"])
-  want = e2e["val_imgs"][0].transpose(1, 2, 3, 0)            # CTHW -> THWC
+  assert resized.shape == e2e['val_resized_uint8'].shape
+  _assert_equal_to_cv2(resized, e2e['val_resized_uint8'])
+  want = e2e['val_imgs'][0].transpose(1, 2, 3, 0)  # CTHW -> THWC
   # Crop + normalize alone are exact on MMAction2's own resized frames.
   exact = transforms.normalize_tf(
-      transforms.center_crop(tf.constant(e2e["val_resized_uint8"]), 14), MEAN, STD)
+    transforms.center_crop(tf.constant(e2e['val_resized_uint8']), 14), MEAN, STD
+  )
   np.testing.assert_array_equal(exact.numpy(), want)
-  ours = transforms.normalize_tf(transforms.val_transform(frames, short_side=16, crop_size=14),
-                                 MEAN, STD).numpy()
+  ours = transforms.normalize_tf(
+    transforms.val_transform(frames, short_side=16, crop_size=14), MEAN, STD
+  ).numpy()
   np.testing.assert_array_equal(ours, want)
 
 
 def test_test_pipeline_views_match_mmaction2_e2e(e2e):
-  video = e2e["video_THWC_uint8"]
-  frames = tf.constant(video[e2e["test_frame_inds"]])
-  _assert_equal_to_cv2(transforms.resize_short_side(frames, 16).numpy(),
-                       e2e["test_resized_uint8"])
-  want = e2e["test_imgs"].transpose(0, 2, 3, 4, 1)            # (views, T, H, W, C)
+  video = e2e['video_THWC_uint8']
+  frames = tf.constant(video[e2e['test_frame_inds']])
+  _assert_equal_to_cv2(transforms.resize_short_side(frames, 16).numpy(), e2e['test_resized_uint8'])
+  want = e2e['test_imgs'].transpose(0, 2, 3, 4, 1)  # (views, T, H, W, C)
   kwargs = dict(short_side=16, crop_size=16, num_clips=3, clip_len=4)
-  exact = transforms.multi_view_transform(tf.constant(e2e["test_resized_uint8"]), **kwargs)
+  exact = transforms.multi_view_transform(tf.constant(e2e['test_resized_uint8']), **kwargs)
   assert exact.shape == (9, 4, 16, 16, 3)
   np.testing.assert_array_equal(transforms.normalize_tf(exact, MEAN, STD).numpy(), want)
   ours = transforms.normalize_tf(transforms.multi_view_transform(frames, **kwargs), MEAN, STD)
@@ -104,13 +105,15 @@ def test_test_pipeline_views_match_mmaction2_e2e(e2e):
 
 
 def test_device_normalize_equals_host_normalize(e2e):
-  clips = e2e["val_resized_uint8"][None]
+  clips = e2e['val_resized_uint8'][None]
   ours = np.asarray(transforms.normalize(clips, MEAN, STD))
   assert ours.dtype == np.float32
-  np.testing.assert_allclose(ours, transforms.normalize_tf(clips, MEAN, STD).numpy(),
-                             rtol=0, atol=1e-6)
-  np.testing.assert_allclose(ours[0, 0, 0, 0], (clips[0, 0, 0, 0] - np.array(MEAN)) /
-                             np.array(STD), rtol=1e-6)
+  np.testing.assert_allclose(
+    ours, transforms.normalize_tf(clips, MEAN, STD).numpy(), rtol=0, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    ours[0, 0, 0, 0], (clips[0, 0, 0, 0] - np.array(MEAN)) / np.array(STD), rtol=1e-6
+  )
 
 
 def test_random_rescale_covers_the_inclusive_range():
@@ -118,37 +121,43 @@ def test_random_rescale_covers_the_inclusive_range():
   low = transforms.random_rescale(frames, (32, 48), tf.constant(0.0, tf.float64))
   high = transforms.random_rescale(frames, (32, 48), tf.constant(np.nextafter(1.0, 0.0)))
   assert low.shape == (1, 32, 43, 3) and high.shape == (1, 48, 64, 3)
-  sides = {min(transforms.random_rescale(frames, (32, 48), tf.constant(u)).shape[1:3])
-           for u in (np.arange(17) + 0.5) / 17}
+  sides = {
+    min(transforms.random_rescale(frames, (32, 48), tf.constant(u)).shape[1:3])
+    for u in (np.arange(17) + 0.5) / 17
+  }
   assert sides == set(range(32, 49))
-  with pytest.raises(ValueError, match="train_scale_range"):
+  with pytest.raises(ValueError, match='train_scale_range'):
     transforms.random_rescale(frames, (48, 32), tf.constant(0.5))
 
 
 def test_random_crop_excludes_the_last_offset_like_mmaction2():
   def offsets(h, w, u):
-    return [int(v) for v in transforms.random_crop_offsets(h, w, 224, tf.constant(u),
-                                                           tf.constant(u))]
+    return [
+      int(v) for v in transforms.random_crop_offsets(h, w, 224, tf.constant(u), tf.constant(u))
+    ]
+
   assert offsets(256, 300, 0.0) == [0, 0]
-  assert offsets(256, 300, np.nextafter(1.0, 0.0)) == [31, 75]   # randint(0, 32), (0, 76)
+  assert offsets(256, 300, np.nextafter(1.0, 0.0)) == [31, 75]  # randint(0, 32), (0, 76)
   assert offsets(224, 224, 0.9) == [0, 0]
   frames = _frames(256, 300, n=3)
   crop = transforms.random_crop(frames, 224, tf.constant(0.5), tf.constant(0.25))
   np.testing.assert_array_equal(crop, frames.numpy()[:, 16:240, 19:243])
-  with pytest.raises(tf.errors.InvalidArgumentError, match="RandomCrop"):
+  with pytest.raises(tf.errors.InvalidArgumentError, match='RandomCrop'):
     transforms.random_crop(_frames(200, 300), 224, tf.constant(0.5), tf.constant(0.5))
 
 
 def test_flip_and_train_transform():
   frames = _frames(40, 50, n=2)
-  np.testing.assert_array_equal(transforms.random_flip(frames, 0.5, tf.constant(0.49)),
-                                frames.numpy()[:, :, ::-1])
+  np.testing.assert_array_equal(
+    transforms.random_flip(frames, 0.5, tf.constant(0.49)), frames.numpy()[:, :, ::-1]
+  )
   np.testing.assert_array_equal(transforms.random_flip(frames, 0.5, tf.constant(0.5)), frames)
   np.testing.assert_array_equal(transforms.random_flip(frames, 0.0, tf.constant(0.0)), frames)
   # scale u=0 -> short side 32 (40x50 -> 32x40); crop 28 at (0, 0); u=0 flips.
   uniform = tf.constant([0.0, 0.0, 0.0, 0.0], tf.float64)
-  out = transforms.train_transform(frames, scale_range=(32, 40), crop_size=28, flip_ratio=0.5,
-                                   uniform=uniform).numpy()
+  out = transforms.train_transform(
+    frames, scale_range=(32, 40), crop_size=28, flip_ratio=0.5, uniform=uniform
+  ).numpy()
   want = transforms.resize(frames, 32, 40).numpy()[:, :28, :28][:, :, ::-1]
   np.testing.assert_array_equal(out, want)
 
@@ -157,9 +166,9 @@ def test_resize_matches_a_float_bilinear_within_one_level_up_and_down():
   frames = _frames(37, 53, n=2, seed=3)
   for size in [(20, 29), (37, 53), (74, 106), (90, 61)]:
     ours = transforms.resize(frames, *size).numpy().astype(np.int64)
-    ref = tf.image.resize(frames, size, method="bilinear", antialias=False).numpy()
+    ref = tf.image.resize(frames, size, method='bilinear', antialias=False).numpy()
     assert np.abs(ours - ref).max() < 1.0, size
-  np.testing.assert_array_equal(transforms.resize(frames, 37, 53), frames)   # identity
+  np.testing.assert_array_equal(transforms.resize(frames, 37, 53), frames)  # identity
   # The fixed-point kernel itself (bypassed for same-size resizes) is exact at scale 1, too.
   taps = transforms._linear_taps(53, 53, 0, 53) + transforms._linear_taps(37, 37, 0, 37)
   np.testing.assert_array_equal(transforms._apply_taps(frames, *taps), frames)
@@ -168,22 +177,28 @@ def test_resize_matches_a_float_bilinear_within_one_level_up_and_down():
 def test_windowed_resize_equals_resize_then_crop():
   frames = _frames(45, 61, n=2, seed=4)
   full = transforms.resize(frames, 70, 95).numpy()
-  np.testing.assert_array_equal(transforms.resize_window(frames, 70, 95, 9, 30, 50, 40),
-                                full[:, 9:59, 30:70])
+  np.testing.assert_array_equal(
+    transforms.resize_window(frames, 70, 95, 9, 30, 50, 40), full[:, 9:59, 30:70]
+  )
   for uniform in ([0.3, 0.7, 0.2, 0.9], [0.99, 0.01, 0.99, 0.1]):
     u = tf.constant(uniform, tf.float64)
-    fused = transforms.train_transform(frames, scale_range=(48, 64), crop_size=40,
-                                       flip_ratio=0.5, uniform=u)
+    fused = transforms.train_transform(
+      frames, scale_range=(48, 64), crop_size=40, flip_ratio=0.5, uniform=u
+    )
     steps = transforms.random_flip(
-        transforms.random_crop(transforms.random_rescale(frames, (48, 64), u[0]), 40, u[1],
-                               u[2]), 0.5, u[3])
+      transforms.random_crop(transforms.random_rescale(frames, (48, 64), u[0]), 40, u[1], u[2]),
+      0.5,
+      u[3],
+    )
     np.testing.assert_array_equal(fused, steps)
   np.testing.assert_array_equal(
-      transforms.val_transform(frames, short_side=48, crop_size=40),
-      transforms.center_crop(transforms.resize_short_side(frames, 48), 40))
+    transforms.val_transform(frames, short_side=48, crop_size=40),
+    transforms.center_crop(transforms.resize_short_side(frames, 48), 40),
+  )
   # Multi-view on distinct frames + `order` equals multi-view on the clip-major sequence.
   order = tf.constant([0, 1, 1, 0, 1, 0])
   kwargs = dict(short_side=48, crop_size=48, num_clips=3, clip_len=2)
   np.testing.assert_array_equal(
-      transforms.multi_view_transform(frames, order=order, **kwargs),
-      transforms.multi_view_transform(tf.gather(frames, order), **kwargs))
+    transforms.multi_view_transform(frames, order=order, **kwargs),
+    transforms.multi_view_transform(tf.gather(frames, order), **kwargs),
+  )

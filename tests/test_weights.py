@@ -39,7 +39,8 @@ def test_pth_and_npz_import_identically_and_infer_the_architecture(arch, tmp_pat
     assert (config.depth, config.base_channels, config.num_classes) == (50, 8, 10)
     assert tuple(config.conv1_kernel) == (1, 7, 7)
     assert [list(s) for s in config.inflate] == (
-        [[0] * n for n in (3, 4, 6, 3)] if arch == 'c2d' else manifest['inflate'])
+      [[0] * n for n in (3, 4, 6, 3)] if arch == 'c2d' else manifest['inflate']
+    )
   flat_pth, flat_npz = _flat(from_pth), _flat(from_npz)
   assert flat_pth.keys() == flat_npz.keys()
   for key in flat_pth:
@@ -101,7 +102,7 @@ def test_not_a_resnet3d_checkpoint_is_refused(tmp_path):
 
 def test_stem_strides_come_from_the_stored_config():
   state = fixtures.state_dict('c2d')
-  meta = {'config': "backbone=dict(conv1_stride_t=2, pool1_stride_t=2, depth=50)"}
+  meta = {'config': 'backbone=dict(conv1_stride_t=2, pool1_stride_t=2, depth=50)'}
   config = infer_model_config(state, meta)
   assert (config.conv1_stride_t, config.pool1_stride_t) == (2, 2)
   assert infer_model_config(state).conv1_stride_t == 1
@@ -111,19 +112,23 @@ def test_stem_strides_come_from_the_stored_config():
 def test_inflation_matches_mmaction2(arch):
   expected, reference = fixtures.inflation(arch)
   model_config = infer_model_config(fixtures.state_dict(arch))
-  variables, report = inflate_resnet2d(fixtures.path('resnet2d_tv.pth'), model_config,
-                                       return_report=True)
-  assert report.from_2d == {k: v for k, v in expected['from_2d'].items()
-                            if not k.endswith('num_batches_tracked')}
+  variables, report = inflate_resnet2d(
+    fixtures.path('resnet2d_tv.pth'), model_config, return_report=True
+  )
+  assert report.from_2d == {
+    k: v for k, v in expected['from_2d'].items() if not k.endswith('num_batches_tracked')
+  }
   assert sorted(report.kept_at_init) == sorted(expected['kept_at_init'])
   assert report.unused_2d_keys == expected['unused_2d_keys']
   state = variables_to_state_dict(variables)
   for key in report.from_2d:
-    np.testing.assert_allclose(state[f'backbone.{key}'], reference[key], rtol=1e-6, atol=1e-7,
-                               err_msg=key)
+    np.testing.assert_allclose(
+      state[f'backbone.{key}'], reference[key], rtol=1e-6, atol=1e-7, err_msg=key
+    )
   if arch == 'costa':
-    np.testing.assert_allclose(variables['params']['backbone']['layer2_0']['conv2']['conv'][
-        'alpha'][:, 0], [0.7, -0.7, -0.7])
+    np.testing.assert_allclose(
+      variables['params']['backbone']['layer2_0']['conv2']['conv']['alpha'][:, 0], [0.7, -0.7, -0.7]
+    )
   head = variables['params']['cls_head']['fc_cls']
   assert float(np.abs(head['bias']).max()) == 0.0 and 0.003 < float(np.std(head['kernel'])) < 0.03
 
@@ -138,13 +143,25 @@ def test_inflation_of_a_mismatched_width_is_refused(tmp_path):
 def test_import_command_line_writes_a_loadable_model(tmp_path):
   out = tmp_path / 'model'
   result = subprocess.run(
-      [sys.executable, '-m', 'cost_jax.tools.import_mmaction2', fixtures.path('costb.pth'),
-       f'--output={out}'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      '-m',
+      'cost_jax.tools.import_mmaction2',
+      fixtures.path('costb.pth'),
+      f'--output={out}',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'arch=costb depth=50 base_channels=8 num_classes=10' in result.stdout
   model_config, variables = load_model(str(out))
   _, reference = import_mmaction2(fixtures.path('costb.pth'))
   assert model_config.arch == 'costb' and tuple(model_config.conv1_kernel) == (1, 7, 7)
-  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(
-      {k: reference[k] for k in ('batch_stats', 'params')})):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(variables),
+    jax.tree_util.tree_leaves({k: reference[k] for k in ('batch_stats', 'params')}),
+  ):
     np.testing.assert_array_equal(a, b)

@@ -33,8 +33,9 @@ def write_tiny_dataset(data_dir: str) -> dict[str, list[int]]:
   labels = {}
   for split, count, offset in (('train', NUM_TRAIN, 0), ('val', NUM_VAL, 1)):
     labels[split] = [(i + offset) % len(CLASSES) for i in range(count)]
-    videos = [(rng.integers(0, 256, (8, 32, 40, 3), dtype=np.uint8), label)
-              for label in labels[split]]
+    videos = [
+      (rng.integers(0, 256, (8, 32, 40, 3), dtype=np.uint8), label) for label in labels[split]
+    ]
     tfrecord_factory.write_split(data_dir, split, videos, CLASSES, num_shards=2)
   return labels
 
@@ -47,16 +48,33 @@ def tiny_config(data_dir: str, arch: str = 'c2d') -> ml_collections.ConfigDict:
   """
   config = base.get_config()
   config.model = base.get_model_config(arch)
-  config.model.update(base_channels=4, num_classes=len(CLASSES), bn_group_size=2,
-                      dropout_ratio=0.2)
-  config.init.resnet2d = ''                # no ImageNet ResNet at width 4
-  config.data.update(data_dir=data_dir, clip_len=4, frame_interval=1, train_scale_range=(48, 52),
-                     crop_size=48, val_short_side=48, test_short_side=48, test_crop_size=48,
-                     test_num_clips=2, flip_ratio=0.0, shuffle_buffer=16, prefetch=1)
-  config.update(batch_size=4, eval_batch_size=4, test_batch_size=2, test_views_per_chunk=3,
-                num_epochs=2, eval_every_epochs=1, log_every_steps=1, keep_checkpoints=2)
-  config.optimizer.update(base_lr=0.05, base_batch_size=4, warmup_epochs=0,
-                          lr_decay_epochs=(1,))
+  config.model.update(base_channels=4, num_classes=len(CLASSES), bn_group_size=2, dropout_ratio=0.2)
+  config.init.resnet2d = ''  # no ImageNet ResNet at width 4
+  config.data.update(
+    data_dir=data_dir,
+    clip_len=4,
+    frame_interval=1,
+    train_scale_range=(48, 52),
+    crop_size=48,
+    val_short_side=48,
+    test_short_side=48,
+    test_crop_size=48,
+    test_num_clips=2,
+    flip_ratio=0.0,
+    shuffle_buffer=16,
+    prefetch=1,
+  )
+  config.update(
+    batch_size=4,
+    eval_batch_size=4,
+    test_batch_size=2,
+    test_views_per_chunk=3,
+    num_epochs=2,
+    eval_every_epochs=1,
+    log_every_steps=1,
+    keep_checkpoints=2,
+  )
+  config.optimizer.update(base_lr=0.05, base_batch_size=4, warmup_epochs=0, lr_decay_epochs=(1,))
   return config
 
 
@@ -65,8 +83,10 @@ def write_config_file(path: str, data_dir: str, **overrides) -> str:
   lines = [f'config.{k} = {v!r}' for k, v in overrides.items()]
   body = textwrap.indent('\n'.join(lines), '  ')
   with open(path, 'w') as f:
-    f.write(f'from tests import train_testlib\n\n\ndef get_config():\n'
-            f'  config = train_testlib.tiny_config({data_dir!r})\n{body}\n  return config\n')
+    f.write(
+      f'from tests import train_testlib\n\n\ndef get_config():\n'
+      f'  config = train_testlib.tiny_config({data_dir!r})\n{body}\n  return config\n'
+    )
   return path
 
 
@@ -77,21 +97,32 @@ def env(num_devices: int = 1) -> dict[str, str]:
   if num_devices > 1:
     flags.append(f'--xla_force_host_platform_device_count={num_devices}')
   result.update(
-      XLA_FLAGS=' '.join(flags), JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=XLA_CACHE,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', TF_CPP_MIN_LOG_LEVEL='2',
-      PYTHONPATH=REPO + os.pathsep + result.get('PYTHONPATH', ''))
+    XLA_FLAGS=' '.join(flags),
+    JAX_PLATFORMS='cpu',
+    JAX_COMPILATION_CACHE_DIR=XLA_CACHE,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    TF_CPP_MIN_LOG_LEVEL='2',
+    PYTHONPATH=REPO + os.pathsep + result.get('PYTHONPATH', ''),
+  )
   return result
 
 
 def main_command(config_path: str, workdir: str, *flags: str) -> list[str]:
-  return [sys.executable, '-m', 'cost_jax.main', f'--config={config_path}',
-          f'--workdir={workdir}', *flags]
+  return [
+    sys.executable,
+    '-m',
+    'cost_jax.main',
+    f'--config={config_path}',
+    f'--workdir={workdir}',
+    *flags,
+  ]
 
 
 def run(cmd: list[str], num_devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
   """Runs `cmd` to completion; the error shows the end of its log."""
-  proc = subprocess.run(cmd, cwd=REPO, env=env(num_devices), capture_output=True, text=True,
-                        timeout=timeout)
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env(num_devices), capture_output=True, text=True, timeout=timeout
+  )
   if proc.returncode != 0:
     raise AssertionError(f'{cmd} exited with {proc.returncode}:\n{proc.stderr[-4000:]}')
   return proc
@@ -116,6 +147,8 @@ def load_state(workdir: str, step: int) -> dict:
   checkpointer = ocp.StandardCheckpointer()
   # Saved on other devices/processes: restore onto this process's first device.
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata.tree)
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    checkpointer.metadata(path).item_metadata.tree,
+  )
   return jax.tree.map(np.asarray, checkpointer.restore(path, target))

@@ -22,6 +22,7 @@ from cost_jax.data import integrity, schema
 class ShardSlice:
   """Records [skip, stop) of one shard file; `first_index` is the global index (position in
   shard order) of record `skip`."""
+
   path: str
   skip: int
   stop: int
@@ -35,34 +36,43 @@ class ShardSlice:
 def load_builder(data_dir: str) -> Any:
   """`tfds.builder_from_directory(data_dir)`; DatasetError (one line) if TFDS cannot load it."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  info_file = os.path.join(data_dir, "dataset_info.json")
+
+  info_file = os.path.join(data_dir, 'dataset_info.json')
   if not os.path.exists(info_file):
     raise schema.DatasetError(
-        f"{info_file} is missing: {data_dir} was not written by this version of data_prep (it "
-        "writes TFDS datasets, schema version "
-        f"{schema.SCHEMA_VERSION}); re-run data_prep on the videos")
+      f'{info_file} is missing: {data_dir} was not written by this version of data_prep (it '
+      'writes TFDS datasets, schema version '
+      f'{schema.SCHEMA_VERSION}); re-run data_prep on the videos'
+    )
   try:
     return tfds.builder_from_directory(data_dir)
   except Exception as e:  # pylint: disable=broad-except  (TFDS raises many kinds)
-    raise schema.DatasetError(f"{data_dir}: TFDS cannot load the dataset "
-                              f"({type(e).__name__}: {e}); re-run data_prep") from None
+    raise schema.DatasetError(
+      f'{data_dir}: TFDS cannot load the dataset ({type(e).__name__}: {e}); re-run data_prep'
+    ) from None
 
 
-def _check_against_tfds(data_dir: str, split: str, manifest: Mapping[str, Any],
-                        builder: Any) -> str:
+def _check_against_tfds(
+  data_dir: str, split: str, manifest: Mapping[str, Any], builder: Any
+) -> str:
   """The frames' image format, after checking that TFDS's metadata agrees with the manifest."""
   where = schema.manifest_path(data_dir, split)
   if split not in builder.info.splits:
-    raise schema.DatasetError(f"{data_dir}/dataset_info.json has no split {split!r} (it has "
-                              f"{sorted(builder.info.splits)}); re-run data_prep")
+    raise schema.DatasetError(
+      f'{data_dir}/dataset_info.json has no split {split!r} (it has '
+      f'{sorted(builder.info.splits)}); re-run data_prep'
+    )
   lengths = [int(n) for n in builder.info.splits[split].shard_lengths]
-  if lengths != [int(s["num_examples"]) for s in manifest["shards"]]:
-    raise schema.DatasetError(f"{where} and dataset_info.json disagree on the shard sizes of "
-                              f"split {split!r}; re-run data_prep")
+  if lengths != [int(s['num_examples']) for s in manifest['shards']]:
+    raise schema.DatasetError(
+      f'{where} and dataset_info.json disagree on the shard sizes of '
+      f'split {split!r}; re-run data_prep'
+    )
   names = list(builder.info.features[schema.LABEL].names)
-  if names != list(manifest["label_map"]):
-    raise schema.DatasetError(f"{where} and label.labels.txt disagree on the class names; "
-                              "re-run data_prep")
+  if names != list(manifest['label_map']):
+    raise schema.DatasetError(
+      f'{where} and label.labels.txt disagree on the class names; re-run data_prep'
+    )
   return schema.image_format_of(builder.info.features)
 
 
@@ -74,37 +84,46 @@ def get_dataset_info(data_dir: str, split: str, builder: Any | None = None) -> d
   missing directory or manifest, `DatasetError` naming the file for anything else.
   """
   manifest = integrity.check_shard_sizes(data_dir, split)
-  image_format = _check_against_tfds(data_dir, split, manifest,
-                                     builder or load_builder(data_dir))
-  return dict(num_examples=int(manifest["num_examples"]),
-              num_classes=int(manifest["num_classes"]),
-              label_map=list(manifest["label_map"]), image_format=image_format,
-              manifest=manifest)
+  image_format = _check_against_tfds(data_dir, split, manifest, builder or load_builder(data_dir))
+  return dict(
+    num_examples=int(manifest['num_examples']),
+    num_classes=int(manifest['num_classes']),
+    label_map=list(manifest['label_map']),
+    image_format=image_format,
+    manifest=manifest,
+  )
 
 
-def host_slices(data_dir: str, split: str, manifest: Mapping[str, Any], process_index: int,
-                process_count: int, builder: Any | None = None) -> list[ShardSlice]:
+def host_slices(
+  data_dir: str,
+  split: str,
+  manifest: Mapping[str, Any],
+  process_index: int,
+  process_count: int,
+  builder: Any | None = None,
+) -> list[ShardSlice]:
   """The records process `process_index` of `process_count` reads, in shard order."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   builder = builder or load_builder(data_dir)
-  sub_split = tfds.split_for_jax_process(split, process_index=process_index,
-                                         process_count=process_count)
-  counts = [int(s["num_examples"]) for s in manifest["shards"]]
-  starts = dict(zip((s["file"] for s in manifest["shards"]),
-                    np.cumsum([0] + counts[:-1]).tolist()))
+  sub_split = tfds.split_for_jax_process(
+    split, process_index=process_index, process_count=process_count
+  )
+  counts = [int(s['num_examples']) for s in manifest['shards']]
+  starts = dict(zip((s['file'] for s in manifest['shards']), np.cumsum([0] + counts[:-1]).tolist()))
   slices = []
   for instruction in builder.info.splits[sub_split].file_instructions:
     name = os.path.basename(os.fspath(instruction.filename))
     skip, take = int(instruction.skip), int(instruction.take)
-    if take < 0:   # TFDS: -1 = to the end of the shard
+    if take < 0:  # TFDS: -1 = to the end of the shard
       take = int(instruction.examples_in_shard) - skip
-    slices.append(ShardSlice(os.path.join(data_dir, name), skip, skip + take,
-                             int(starts[name]) + skip))
+    slices.append(
+      ShardSlice(os.path.join(data_dir, name), skip, skip + take, int(starts[name]) + skip)
+    )
   return slices
 
 
-def num_host_examples(manifest: Mapping[str, Any], process_index: int,
-                      process_count: int) -> int:
+def num_host_examples(manifest: Mapping[str, Any], process_index: int, process_count: int) -> int:
   """Examples of process `process_index` under `tfds.even_splits` (sizes differ by at most 1)."""
-  total = int(manifest["num_examples"])
+  total = int(manifest['num_examples'])
   return total // process_count + (1 if process_index < total % process_count else 0)

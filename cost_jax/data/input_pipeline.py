@@ -33,7 +33,7 @@ import tensorflow as tf
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import integrity, records, sampling, schema, transforms
 
-_INTERLEAVE_CYCLE = 8   # shard slices read at once per host
+_INTERLEAVE_CYCLE = 8  # shard slices read at once per host
 
 get_dataset_info = dataset_lib.get_dataset_info
 check_shard_sizes = integrity.check_shard_sizes
@@ -48,27 +48,32 @@ def _host_ids(process_index: int | None, process_count: int | None) -> tuple[int
   index = jax.process_index() if process_index is None else int(process_index)
   count = jax.process_count() if process_count is None else int(process_count)
   if not 0 <= index < count:
-    raise ValueError(f"process_index {index} is not in [0, process_count={count})")
+    raise ValueError(f'process_index {index} is not in [0, process_count={count})')
   return index, count
 
 
-def _parse_fn(video_features: Any, num_classes: int
-              ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+def _parse_fn(
+  video_features: Any, num_classes: int
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
   """serialized tf.train.Example -> (encoded frames (T,) string, label int32), parsed with the
   parsing spec of the dataset's TFDS features (only the features needed; frames stay encoded:
   TFDS's own decoding would decode every frame, or map over them one by one)."""
   from tensorflow_datasets.core import example_parser  # pylint: disable=g-import-not-at-top
+
   info = video_features.get_serialized_info()
   parser = example_parser.ExampleParser(
-      {key: info[key] for key in (schema.VIDEO, schema.LABEL, schema.VIDEO_ID)})
+    {key: info[key] for key in (schema.VIDEO, schema.LABEL, schema.VIDEO_ID)}
+  )
 
   def parse(serialized):
     example = parser.parse_example(serialized)
     label, name = example[schema.LABEL], example[schema.VIDEO_ID]
-    tf.debugging.Assert(tf.logical_and(label >= 0, label < num_classes),
-                        [f"label outside [0, {num_classes}) in video", name, label])
+    tf.debugging.Assert(
+      tf.logical_and(label >= 0, label < num_classes),
+      [f'label outside [0, {num_classes}) in video', name, label],
+    )
     frames = example[schema.VIDEO]
-    tf.debugging.Assert(tf.size(frames) > 0, ["video has no frames:", name])
+    tf.debugging.Assert(tf.size(frames) > 0, ['video has no frames:', name])
     return frames, tf.cast(label, tf.int32)
 
   return parse
@@ -80,34 +85,39 @@ def select_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf
   return tf.gather(encoded, unique), inverse
 
 
-def decode_selected(images: tf.Tensor, image_format: str = "jpeg") -> tf.Tensor:
+def decode_selected(images: tf.Tensor, image_format: str = 'jpeg') -> tf.Tensor:
   """Decodes JPEG or PNG frames to (N, H, W, 3) uint8 (all of a video share one size)."""
-  if image_format == "png":
+  if image_format == 'png':
+
     def decode(b):
       return tf.io.decode_png(b, channels=3)
-  elif image_format == "jpeg":
+  elif image_format == 'jpeg':
+
     def decode(b):
-      return tf.io.decode_jpeg(b, channels=3, dct_method="INTEGER_ACCURATE")
+      return tf.io.decode_jpeg(b, channels=3, dct_method='INTEGER_ACCURATE')
   else:
-    raise ValueError(f"image_format must be one of {schema.IMAGE_FORMATS}, got {image_format!r}")
+    raise ValueError(f'image_format must be one of {schema.IMAGE_FORMATS}, got {image_format!r}')
   return tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
 def _check_num_clips(cfg: ml_collections.ConfigDict, key: str) -> None:
   if cfg[key] != 1:
-    raise ValueError(f"config.data.{key} must be 1 (got {cfg[key]}); only test mode takes "
-                     "several clips per video")
+    raise ValueError(
+      f'config.data.{key} must be 1 (got {cfg[key]}); only test mode takes several clips per video'
+    )
 
 
-def _check_crop(cfg: ml_collections.ConfigDict, crop_key: str, side_key: str, same: bool = False
-                ) -> None:
+def _check_crop(
+  cfg: ml_collections.ConfigDict, crop_key: str, side_key: str, same: bool = False
+) -> None:
   """The crop must fit the resized short side (ThreeCrop: equal it, as MMAction2 asserts)."""
   crop, side = cfg[crop_key], cfg[side_key]
   side = min(side) if isinstance(side, (tuple, list)) else side
   if crop > side or (same and crop != side):
-    relation = "equal" if same else "be at most"
-    raise ValueError(f"config.data.{crop_key}={crop} must {relation} config.data.{side_key} "
-                     f"({cfg[side_key]})")
+    relation = 'equal' if same else 'be at most'
+    raise ValueError(
+      f'config.data.{crop_key}={crop} must {relation} config.data.{side_key} ({cfg[side_key]})'
+    )
 
 
 def _epoch_key(base_key: tf.Tensor, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
@@ -116,86 +126,117 @@ def _epoch_key(base_key: tf.Tensor, epoch: tf.Tensor, purpose: int) -> tf.Tensor
   return fold_in(fold_in(base_key, epoch), purpose)
 
 
-def _train_select_fn(cfg: ml_collections.ConfigDict, parse: Callable[..., Any],
-                     base_key: tf.Tensor) -> Callable[..., dict[str, tf.Tensor]]:
+def _train_select_fn(
+  cfg: ml_collections.ConfigDict, parse: Callable[..., Any], base_key: tf.Tensor
+) -> Callable[..., dict[str, tf.Tensor]]:
   """Parses a record and keeps only its sampled frames (what the shuffle buffer holds).
 
   All randomness of the example is drawn here, keyed by (seed, host, epoch, read position).
   """
   num_clips = cfg.train_num_clips
-  _check_num_clips(cfg, "train_num_clips")
-  _check_crop(cfg, "crop_size", "train_scale_range")
+  _check_num_clips(cfg, 'train_num_clips')
+  _check_crop(cfg, 'crop_size', 'train_scale_range')
 
   def fn(epoch, position, serialized):
     key = tf.random.experimental.stateless_fold_in(_epoch_key(base_key, epoch, 1), position)
-    draws = tf.random.stateless_uniform([num_clips + transforms.NUM_TRAIN_DRAWS], seed=key,
-                                        dtype=tf.float64)
+    draws = tf.random.stateless_uniform(
+      [num_clips + transforms.NUM_TRAIN_DRAWS], seed=key, dtype=tf.float64
+    )
     encoded, label = parse(serialized)
     indices = sampling.sample_frame_indices_tf(
-        tf.size(encoded), cfg.clip_len, cfg.frame_interval, num_clips, test_mode=False,
-        uniform=draws[:num_clips])
+      tf.size(encoded),
+      cfg.clip_len,
+      cfg.frame_interval,
+      num_clips,
+      test_mode=False,
+      uniform=draws[:num_clips],
+    )
     images, inverse = select_frames(encoded, indices)
-    return {"images": images, "inverse": inverse, "draws": draws[num_clips:], "label": label}
+    return {'images': images, 'inverse': inverse, 'draws': draws[num_clips:], 'label': label}
 
   return fn
 
 
-def _train_augment_fn(cfg: ml_collections.ConfigDict, image_format: str
-                      ) -> Callable[..., dict[str, tf.Tensor]]:
+def _train_augment_fn(
+  cfg: ml_collections.ConfigDict, image_format: str
+) -> Callable[..., dict[str, tf.Tensor]]:
   def fn(example):
     # Per-frame transforms run once per distinct frame, then frames go to clip order.
     crops = transforms.train_transform(
-        decode_selected(example["images"], image_format), scale_range=cfg.train_scale_range,
-        crop_size=cfg.crop_size, flip_ratio=cfg.flip_ratio, uniform=example["draws"])
-    clip = tf.gather(crops, example["inverse"])
-    return {"clips": tf.ensure_shape(clip, [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]),
-            "label": example["label"]}
+      decode_selected(example['images'], image_format),
+      scale_range=cfg.train_scale_range,
+      crop_size=cfg.crop_size,
+      flip_ratio=cfg.flip_ratio,
+      uniform=example['draws'],
+    )
+    clip = tf.gather(crops, example['inverse'])
+    return {
+      'clips': tf.ensure_shape(clip, [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]),
+      'label': example['label'],
+    }
 
   return fn
 
 
-def _eval_example_fn(cfg: ml_collections.ConfigDict, parse: Callable[..., Any], mode: str,
-                     image_format: str) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
+def _eval_example_fn(
+  cfg: ml_collections.ConfigDict, parse: Callable[..., Any], mode: str, image_format: str
+) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
   """Per-example function and the shape of its 'clips'."""
-  if mode == "val":
-    _check_num_clips(cfg, "val_num_clips")
-    _check_crop(cfg, "crop_size", "val_short_side")
+  if mode == 'val':
+    _check_num_clips(cfg, 'val_num_clips')
+    _check_crop(cfg, 'crop_size', 'val_short_side')
     shape = [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]
-  elif mode == "test":
+  elif mode == 'test':
     if cfg.test_num_crops != 3:
-      raise ValueError(f"config.data.test_num_crops must be 3 (ThreeCrop), got "
-                       f"{cfg.test_num_crops}")
-    _check_crop(cfg, "test_crop_size", "test_short_side", same=True)
+      raise ValueError(
+        f'config.data.test_num_crops must be 3 (ThreeCrop), got {cfg.test_num_crops}'
+      )
+    _check_crop(cfg, 'test_crop_size', 'test_short_side', same=True)
     shape = [cfg.test_num_clips * 3, cfg.clip_len, cfg.test_crop_size, cfg.test_crop_size, 3]
   else:
     raise ValueError(f"mode must be 'val' or 'test', got {mode!r}")
 
   def fn(index, serialized):
     encoded, label = parse(serialized)
-    num_clips = 1 if mode == "val" else cfg.test_num_clips
-    indices = sampling.sample_frame_indices_tf(tf.size(encoded), cfg.clip_len,
-                                               cfg.frame_interval, num_clips, test_mode=True)
+    num_clips = 1 if mode == 'val' else cfg.test_num_clips
+    indices = sampling.sample_frame_indices_tf(
+      tf.size(encoded), cfg.clip_len, cfg.frame_interval, num_clips, test_mode=True
+    )
     images, inverse = select_frames(encoded, indices)
-    frames = decode_selected(images, image_format)   # each distinct frame once, transformed once
-    if mode == "val":
-      clips = tf.gather(transforms.val_transform(frames, short_side=cfg.val_short_side,
-                                                 crop_size=cfg.crop_size), inverse)
+    frames = decode_selected(images, image_format)  # each distinct frame once, transformed once
+    if mode == 'val':
+      clips = tf.gather(
+        transforms.val_transform(frames, short_side=cfg.val_short_side, crop_size=cfg.crop_size),
+        inverse,
+      )
     else:
       clips = transforms.multi_view_transform(
-          frames, short_side=cfg.test_short_side, crop_size=cfg.test_crop_size,
-          num_clips=num_clips, clip_len=cfg.clip_len, order=inverse)
-    return {"clips": tf.ensure_shape(clips, shape), "label": label,
-            "mask": tf.constant(True), "index": index}
+        frames,
+        short_side=cfg.test_short_side,
+        crop_size=cfg.test_crop_size,
+        num_clips=num_clips,
+        clip_len=cfg.clip_len,
+        order=inverse,
+      )
+    return {
+      'clips': tf.ensure_shape(clips, shape),
+      'label': label,
+      'mask': tf.constant(True),
+      'index': index,
+    }
 
   return fn, shape
 
 
-def _finish(ds: tf.data.Dataset, cfg: ml_collections.ConfigDict, batch_size: int
-            ) -> tf.data.Dataset:
+def _finish(
+  ds: tf.data.Dataset, cfg: ml_collections.ConfigDict, batch_size: int
+) -> tf.data.Dataset:
   ds = ds.batch(batch_size, drop_remainder=True)
   if not cfg.normalize_on_device:
+
     def norm(batch):
-      return dict(batch, clips=transforms.normalize_tf(batch["clips"], cfg.mean, cfg.std))
+      return dict(batch, clips=transforms.normalize_tf(batch['clips'], cfg.mean, cfg.std))
+
     ds = ds.map(norm, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   options = tf.data.Options()
   options.deterministic = True
@@ -204,14 +245,16 @@ def _finish(ds: tf.data.Dataset, cfg: ml_collections.ConfigDict, batch_size: int
 
 def _check_batch_size(batch_size: int) -> None:
   if int(batch_size) != batch_size or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int (per host), got {batch_size!r}")
+    raise ValueError(f'batch_size must be a positive int (per host), got {batch_size!r}')
 
 
 def _slice_tensors(slices: Sequence[dataset_lib.ShardSlice]) -> dict[str, tf.Tensor]:
-  return {"path": tf.constant([s.path for s in slices]),
-          "skip": tf.constant([s.skip for s in slices], tf.int64),
-          "stop": tf.constant([s.stop for s in slices], tf.int64),
-          "first": tf.constant([s.first_index for s in slices], tf.int64)}
+  return {
+    'path': tf.constant([s.path for s in slices]),
+    'skip': tf.constant([s.skip for s in slices], tf.int64),
+    'stop': tf.constant([s.stop for s in slices], tf.int64),
+    'first': tf.constant([s.first_index for s in slices], tf.int64),
+  }
 
 
 def _reader(data_dir: str) -> Callable[..., tf.data.Dataset]:
@@ -224,9 +267,16 @@ def _reader(data_dir: str) -> Callable[..., tf.data.Dataset]:
   return read
 
 
-def training_order(read_slice: Callable[[tf.Tensor], tf.data.Dataset], num_slices: int, *,
-                   base_key: tf.Tensor, shuffle_buffer: int, start_epoch: int = 0,
-                   skip: int = 0, select: Callable[..., Any] | None = None) -> tf.data.Dataset:
+def training_order(
+  read_slice: Callable[[tf.Tensor], tf.data.Dataset],
+  num_slices: int,
+  *,
+  base_key: tf.Tensor,
+  shuffle_buffer: int,
+  start_epoch: int = 0,
+  skip: int = 0,
+  select: Callable[..., Any] | None = None,
+) -> tf.data.Dataset:
   """The infinite training stream of one host: per epoch, its slices in an order drawn from
   (base_key, epoch), `_INTERLEAVE_CYCLE` read at once, then a shuffle buffer seeded from
   (base_key, epoch). `select(epoch, position, record)` runs before the buffer (default: keep
@@ -240,23 +290,35 @@ def training_order(read_slice: Callable[[tf.Tensor], tf.data.Dataset], num_slice
   def epoch_examples(epoch):
     key = _epoch_key(base_key, epoch, 0)
     order = tf.argsort(tf.random.stateless_uniform([num_slices], seed=key))
-    shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None,
-                                               dtype=tf.int64)
+    shuffle_seed = tf.random.stateless_uniform(
+      [], seed=key, minval=None, maxval=None, dtype=tf.int64
+    )
     ds = tf.data.Dataset.from_tensor_slices(order).interleave(
-        read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+      read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True
+    )
     if select is not None:
-      ds = ds.enumerate().map(lambda position, record: select(epoch, position, record),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.enumerate().map(
+        lambda position, record: select(epoch, position, record),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+      )
     ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-    return ds.skip(tf.where(tf.equal(epoch, start_epoch), tf.constant(skip, tf.int64),
-                            tf.constant(0, tf.int64)))
+    return ds.skip(
+      tf.where(tf.equal(epoch, start_epoch), tf.constant(skip, tf.int64), tf.constant(0, tf.int64))
+    )
 
   return tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_examples)
 
 
-def create_train_dataset(data_config: ml_collections.ConfigDict, *, batch_size: int, seed: int,
-                         start_step: int = 0, process_index: int | None = None,
-                         process_count: int | None = None) -> tf.data.Dataset:
+def create_train_dataset(
+  data_config: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tf.data.Dataset:
   """Infinite training batches {'clips': uint8 (B, T, crop, crop, 3), 'label': int32 (B,)}.
 
   `batch_size` is per host. The stream is a function of (seed, host, position), so
@@ -265,41 +327,60 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, batch_size: 
   cfg = data_config
   _check_batch_size(batch_size)
   index, count = _host_ids(process_index, process_count)
-  info = get_dataset_info(cfg.data_dir, cfg.train_split)   # checks shard sizes first
+  info = get_dataset_info(cfg.data_dir, cfg.train_split)  # checks shard sizes first
   builder = dataset_lib.load_builder(cfg.data_dir)
-  slices = dataset_lib.host_slices(cfg.data_dir, cfg.train_split, info["manifest"], index, count,
-                                   builder)
+  slices = dataset_lib.host_slices(
+    cfg.data_dir, cfg.train_split, info['manifest'], index, count, builder
+  )
   per_epoch = sum(s.num_examples for s in slices)
   if per_epoch == 0:
     raise ValueError(
-        f"split {cfg.train_split!r} in {cfg.data_dir} has {info['num_examples']} videos, which "
-        f"leaves host {index} of {count} no training examples")
+      f'split {cfg.train_split!r} in {cfg.data_dir} has {info["num_examples"]} videos, which '
+      f'leaves host {index} of {count} no training examples'
+    )
   start_epoch, skip = divmod(int(start_step) * batch_size, per_epoch)
   base_key = tf.constant([seed, index], tf.int64)
-  parse = _parse_fn(builder.info.features, info["num_classes"])
+  parse = _parse_fn(builder.info.features, info['num_classes'])
   tensors = _slice_tensors(slices)
   read = _reader(cfg.data_dir)
 
   def read_slice(i):
-    return read(tensors["path"][i], tensors["skip"][i], tensors["stop"][i])
+    return read(tensors['path'][i], tensors['skip'][i], tensors['stop'][i])
 
-  ds = training_order(read_slice, len(slices), base_key=base_key,
-                      shuffle_buffer=cfg.shuffle_buffer, start_epoch=start_epoch, skip=skip,
-                      select=_train_select_fn(cfg, parse, base_key))
-  ds = ds.map(_train_augment_fn(cfg, info["image_format"]), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = training_order(
+    read_slice,
+    len(slices),
+    base_key=base_key,
+    shuffle_buffer=cfg.shuffle_buffer,
+    start_epoch=start_epoch,
+    skip=skip,
+    select=_train_select_fn(cfg, parse, base_key),
+  )
+  ds = ds.map(
+    _train_augment_fn(cfg, info['image_format']),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   return _finish(ds, cfg, batch_size)
 
 
 def eval_num_batches(manifest: dict[str, Any], batch_size: int, process_count: int) -> int:
   """Batches every host yields: the largest ceil(host examples / batch_size) over hosts."""
-  return max(math.ceil(dataset_lib.num_host_examples(manifest, i, process_count) / batch_size)
-             for i in range(process_count))
+  return max(
+    math.ceil(dataset_lib.num_host_examples(manifest, i, process_count) / batch_size)
+    for i in range(process_count)
+  )
 
 
-def create_eval_dataset(data_config: ml_collections.ConfigDict, *, split: str, batch_size: int,
-                        mode: str, process_index: int | None = None,
-                        process_count: int | None = None) -> tuple[tf.data.Dataset, int]:
+def create_eval_dataset(
+  data_config: ml_collections.ConfigDict,
+  *,
+  split: str,
+  batch_size: int,
+  mode: str,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tuple[tf.data.Dataset, int]:
   """Finite, padded evaluation batches and their number (the same on every host).
 
   val:  {'clips': uint8 (B, T, crop, crop, 3), 'label': int32, 'mask': bool, 'index': int64}
@@ -312,25 +393,33 @@ def create_eval_dataset(data_config: ml_collections.ConfigDict, *, split: str, b
   index, count = _host_ids(process_index, process_count)
   info = get_dataset_info(cfg.data_dir, split)
   builder = dataset_lib.load_builder(cfg.data_dir)
-  slices = dataset_lib.host_slices(cfg.data_dir, split, info["manifest"], index, count, builder)
+  slices = dataset_lib.host_slices(cfg.data_dir, split, info['manifest'], index, count, builder)
   num_real = sum(s.num_examples for s in slices)
-  num_batches = eval_num_batches(info["manifest"], batch_size, count)
-  example_fn, shape = _eval_example_fn(cfg, _parse_fn(builder.info.features,
-                                                      info["num_classes"]),
-                                       mode, info["image_format"])
-  padding = {"clips": tf.zeros(shape, tf.uint8), "label": tf.constant(0, tf.int32),
-             "mask": tf.constant(False), "index": tf.constant(-1, tf.int64)}
+  num_batches = eval_num_batches(info['manifest'], batch_size, count)
+  example_fn, shape = _eval_example_fn(
+    cfg, _parse_fn(builder.info.features, info['num_classes']), mode, info['image_format']
+  )
+  padding = {
+    'clips': tf.zeros(shape, tf.uint8),
+    'label': tf.constant(0, tf.int32),
+    'mask': tf.constant(False),
+    'index': tf.constant(-1, tf.int64),
+  }
   ds = tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size - num_real)
   if slices:
     read = _reader(cfg.data_dir)
 
     def read_slice(piece):
-      return read(piece["path"], piece["skip"], piece["stop"]).enumerate().map(
-          lambda i, record: (piece["first"] + i, record))
+      return (
+        read(piece['path'], piece['skip'], piece['stop'])
+        .enumerate()
+        .map(lambda i, record: (piece['first'] + i, record))
+      )
 
     cycle = min(len(slices), _INTERLEAVE_CYCLE)
     real = tf.data.Dataset.from_tensor_slices(_slice_tensors(slices)).interleave(
-        read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+      read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True
+    )
     real = real.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = real.concatenate(ds)
   # Fails loudly if the shards hold more records than the manifest says (which would leave

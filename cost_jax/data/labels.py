@@ -11,16 +11,16 @@ import os
 from typing import Sequence
 
 
-def check_label_names(names: Sequence[str], where: str = "label names") -> None:
+def check_label_names(names: Sequence[str], where: str = 'label names') -> None:
   """Raises ValueError if `names` is empty or a name is blank, repeated or holds a newline."""
   if not names:
-    raise ValueError(f"{where}: no class names")
+    raise ValueError(f'{where}: no class names')
   seen: dict[str, int] = {}
   for i, name in enumerate(names):
-    if not isinstance(name, str) or not name.strip() or "\n" in name or "\r" in name:
-      raise ValueError(f"{where}: class {i} (line {i + 1}) has an invalid name {name!r}")
+    if not isinstance(name, str) or not name.strip() or '\n' in name or '\r' in name:
+      raise ValueError(f'{where}: class {i} (line {i + 1}) has an invalid name {name!r}')
     if name in seen:
-      raise ValueError(f"{where}: class name {name!r} is used by classes {seen[name]} and {i}")
+      raise ValueError(f'{where}: class name {name!r} is used by classes {seen[name]} and {i}')
     seen[name] = i
 
 
@@ -28,14 +28,14 @@ def _json_names(path: str, text: str) -> list[str]:
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
   if isinstance(data, dict):
     try:
       data = [data[str(i)] for i in range(len(data))]
     except KeyError as e:
-      raise ValueError(f"{path}: keys must be 0..{len(data) - 1}, {e} is missing") from None
+      raise ValueError(f'{path}: keys must be 0..{len(data) - 1}, {e} is missing') from None
   if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
-    raise ValueError(f"{path}: expected a JSON list of class names")
+    raise ValueError(f'{path}: expected a JSON list of class names')
   return data
 
 
@@ -46,10 +46,10 @@ def read_label_names(path: str) -> list[str]:
   for an empty file or a blank, repeated or multi-line name.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"label file {path!r} does not exist")
-  with open(path, encoding="utf-8") as f:
+    raise FileNotFoundError(f'label file {path!r} does not exist')
+  with open(path, encoding='utf-8') as f:
     text = f.read()
-  if path.endswith(".json"):
+  if path.endswith('.json'):
     names = _json_names(path, text)
   else:
     names = text.splitlines()

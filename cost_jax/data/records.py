@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from cost_jax.data.schema import DatasetError
 
-DAMAGED_SHARD = "damaged shard"   # marks the in-graph error raised for a shard that ended early
+DAMAGED_SHARD = 'damaged shard'  # marks the in-graph error raised for a shard that ended early
 
-T = TypeVar("T")
+T = TypeVar('T')
 
 
 def _probe(path: str | tf.Tensor) -> tf.data.Dataset:
@@ -27,8 +27,9 @@ def _probe(path: str | tf.Tensor) -> tf.data.Dataset:
   return tf.data.FixedLengthRecordDataset(path, record_bytes=1, buffer_size=1).take(1)
 
 
-def shard_records(path: str | tf.Tensor, stop: int | tf.Tensor, skip: int | tf.Tensor = 0,
-                  verify_hint: str = "") -> tf.data.Dataset:
+def shard_records(
+  path: str | tf.Tensor, stop: int | tf.Tensor, skip: int | tf.Tensor = 0, verify_hint: str = ''
+) -> tf.data.Dataset:
   """Serialized records [skip, stop) of the TFRecord file `path`, as a tf.data.Dataset.
 
   Raises (in the pipeline) an `InvalidArgumentError` whose message starts with
@@ -38,15 +39,21 @@ def shard_records(path: str | tf.Tensor, stop: int | tf.Tensor, skip: int | tf.T
   file's records, which `take(stop)` reaches only when the file ends early.
   """
   if isinstance(skip, int) and isinstance(stop, int) and not 0 <= skip <= stop:
-    raise ValueError(f"{path}: cannot read records [{skip}, {stop})")
+    raise ValueError(f'{path}: cannot read records [{skip}, {stop})')
   stop = tf.cast(stop, tf.int64)
 
   def fail(_):
-    message = tf.strings.join([
-        f"{DAMAGED_SHARD} ", path, ": it holds fewer than the ", tf.strings.as_string(stop),
-        f" records expected (truncated, corrupted or unreadable){verify_hint}"])
+    message = tf.strings.join(
+      [
+        f'{DAMAGED_SHARD} ',
+        path,
+        ': it holds fewer than the ',
+        tf.strings.as_string(stop),
+        f' records expected (truncated, corrupted or unreadable){verify_hint}',
+      ]
+    )
     with tf.control_dependencies([tf.debugging.Assert(tf.constant(False), [message])]):
-      return tf.constant(b"")
+      return tf.constant(b'')
 
   # A read error ends the file (the reader moves on to its next file: there is none).
   reader = tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
@@ -60,13 +67,13 @@ def shard_records(path: str | tf.Tensor, stop: int | tf.Tensor, skip: int | tf.T
 def damaged_shard_message(error: tf.errors.OpError) -> str | None:
   """The one-line reason of a `shard_records` failure or of a shard that cannot be opened, or
   None for other errors."""
-  text = error.message or ""
+  text = error.message or ''
   start = text.find(DAMAGED_SHARD)
   if start >= 0:
-    return text[start:].splitlines()[0].split("]", 1)[0].strip()
+    return text[start:].splitlines()[0].split(']', 1)[0].strip()
   if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)):
-    detail = text.split("}} ", 1)[-1].split(" [Op:", 1)[0].strip()
-    return f"cannot read a shard: {detail}"
+    detail = text.split('}} ', 1)[-1].split(' [Op:', 1)[0].strip()
+    return f'cannot read a shard: {detail}'
   return None
 
 

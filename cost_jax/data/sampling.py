@@ -24,18 +24,27 @@ import tensorflow as tf
 
 
 def _check_args(clip_len: int, frame_interval: int, num_clips: int) -> None:
-  for name, value in (("clip_len", clip_len), ("frame_interval", frame_interval),
-                      ("num_clips", num_clips)):
+  for name, value in (
+    ('clip_len', clip_len),
+    ('frame_interval', frame_interval),
+    ('num_clips', num_clips),
+  ):
     if int(value) != value or value < 1:
-      raise ValueError(f"{name} must be a positive int, got {value!r}")
+      raise ValueError(f'{name} must be a positive int, got {value!r}')
 
 
-def clip_offsets(num_frames: int, clip_len: int, frame_interval: int, num_clips: int,
-                 test_mode: bool, uniform: np.ndarray | None = None) -> np.ndarray:
+def clip_offsets(
+  num_frames: int,
+  clip_len: int,
+  frame_interval: int,
+  num_clips: int,
+  test_mode: bool,
+  uniform: np.ndarray | None = None,
+) -> np.ndarray:
   """Start frame of each clip, (num_clips,) int64. `uniform` (train mode): draws in [0, 1)."""
   _check_args(clip_len, frame_interval, num_clips)
   if num_frames < 1:
-    raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    raise ValueError(f'num_frames must be >= 1, got {num_frames}')
   span = clip_len * frame_interval
   clips = np.arange(num_clips)
   if test_mode:
@@ -44,10 +53,10 @@ def clip_offsets(num_frames: int, clip_len: int, frame_interval: int, num_clips:
       return (clips * avg + avg / 2.0).astype(np.int64)
     return np.zeros((num_clips,), np.int64)
   if uniform is None:
-    raise ValueError("train mode needs `uniform` draws")
+    raise ValueError('train mode needs `uniform` draws')
   uniform = np.asarray(uniform, np.float64)
   if uniform.shape != (num_clips,):
-    raise ValueError(f"uniform must have shape ({num_clips},), got {uniform.shape}")
+    raise ValueError(f'uniform must have shape ({num_clips},), got {uniform.shape}')
   avg = (num_frames - span + 1) // num_clips
   if avg > 0:
     return clips * avg + _randint(uniform, avg)
@@ -63,9 +72,15 @@ def _randint(uniform: np.ndarray, n: int) -> np.ndarray:
   return np.minimum(np.floor(uniform * n).astype(np.int64), n - 1)
 
 
-def sample_frame_indices(num_frames: int, clip_len: int, frame_interval: int, num_clips: int,
-                         test_mode: bool, rng: np.random.Generator | None = None,
-                         uniform: np.ndarray | None = None) -> np.ndarray:
+def sample_frame_indices(
+  num_frames: int,
+  clip_len: int,
+  frame_interval: int,
+  num_clips: int,
+  test_mode: bool,
+  rng: np.random.Generator | None = None,
+  uniform: np.ndarray | None = None,
+) -> np.ndarray:
   """NumPy reference of `SampleFrames`: (num_clips * clip_len,) int64 frame indices in [0, T).
 
   In train mode the random draws come from `uniform` if given, else from `rng` (a fresh
@@ -85,9 +100,14 @@ def _divide(x: tf.Tensor, n: int) -> tf.Tensor:
   return tf.math.divide_no_nan(x, tf.constant(float(n), tf.float64))
 
 
-def sample_frame_indices_tf(num_frames: tf.Tensor, clip_len: int, frame_interval: int,
-                            num_clips: int, test_mode: bool,
-                            uniform: tf.Tensor | None = None) -> tf.Tensor:
+def sample_frame_indices_tf(
+  num_frames: tf.Tensor,
+  clip_len: int,
+  frame_interval: int,
+  num_clips: int,
+  test_mode: bool,
+  uniform: tf.Tensor | None = None,
+) -> tf.Tensor:
   """In-graph `SampleFrames`: (num_clips * clip_len,) int32 indices; `num_frames` is a scalar.
 
   `uniform` (train mode only): float64 (num_clips,) draws in [0, 1), e.g. from
@@ -95,7 +115,7 @@ def sample_frame_indices_tf(num_frames: tf.Tensor, clip_len: int, frame_interval
   """
   _check_args(clip_len, frame_interval, num_clips)
   t = tf.cast(num_frames, tf.int64)
-  tf.debugging.assert_positive(t, message="a video has no frames")
+  tf.debugging.assert_positive(t, message='a video has no frames')
   span = clip_len * frame_interval
   clips = tf.range(num_clips, dtype=tf.int64)
   zeros = tf.zeros([num_clips], tf.int64)
@@ -105,7 +125,7 @@ def sample_frame_indices_tf(num_frames: tf.Tensor, clip_len: int, frame_interval
     starts = tf.where(t > span - 1, centred, zeros)
   else:
     if uniform is None:
-      raise ValueError("train mode needs `uniform` draws")
+      raise ValueError('train mode needs `uniform` draws')
     uniform = tf.ensure_shape(tf.cast(uniform, tf.float64), [num_clips])
     slack = t - span + 1
     avg = tf.math.floordiv(slack, num_clips)
@@ -118,8 +138,10 @@ def sample_frame_indices_tf(num_frames: tf.Tensor, clip_len: int, frame_interval
     anywhere = tf.sort(randint(slack))
     ratio = _divide(tf.cast(slack, tf.float64), num_clips)
     spread = tf.cast(tf.round(tf.cast(clips, tf.float64) * ratio), tf.int64)
-    starts = tf.where(avg > 0, segmented,
-                      tf.where(t > max(num_clips, span), anywhere,
-                               tf.where(tf.equal(avg, 0), spread, zeros)))
+    starts = tf.where(
+      avg > 0,
+      segmented,
+      tf.where(t > max(num_clips, span), anywhere, tf.where(tf.equal(avg, 0), spread, zeros)),
+    )
   inds = starts[:, None] + tf.range(clip_len, dtype=tf.int64)[None, :] * frame_interval
   return tf.cast(tf.reshape(tf.math.floormod(inds, t), [-1]), tf.int32)

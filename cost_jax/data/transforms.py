@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import tensorflow as tf
 
 
-def short_side_size(height: tf.Tensor, width: tf.Tensor, short_side: int) -> tuple[tf.Tensor,
-                                                                                    tf.Tensor]:
+def short_side_size(
+  height: tf.Tensor, width: tf.Tensor, short_side: int
+) -> tuple[tf.Tensor, tf.Tensor]:
   """(new_h, new_w) of `Resize(scale=(-1, short_side))`: ``int(side * short/min(h, w) + 0.5)``."""
   h = tf.cast(height, tf.float64)
   w = tf.cast(width, tf.float64)
@@ -30,11 +31,12 @@ def short_side_size(height: tf.Tensor, width: tf.Tensor, short_side: int) -> tup
   return new_h, new_w
 
 
-_COEF_SCALE = 2048   # OpenCV INTER_RESIZE_COEF_SCALE (11 fractional bits per axis)
+_COEF_SCALE = 2048  # OpenCV INTER_RESIZE_COEF_SCALE (11 fractional bits per axis)
 
 
-def _linear_taps(in_size: tf.Tensor, out_size: tf.Tensor, start: tf.Tensor,
-                 count: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def _linear_taps(
+  in_size: tf.Tensor, out_size: tf.Tensor, start: tf.Tensor, count: int | tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """OpenCV's INTER_LINEAR taps for output positions [start, start + count) along one axis.
 
   Returns (first source index, second source index, int weight, int weight); weights sum to
@@ -50,14 +52,20 @@ def _linear_taps(in_size: tf.Tensor, out_size: tf.Tensor, start: tf.Tensor,
   clamped = tf.logical_or(sx < 0, sx >= in_size - 1)
   fx = tf.where(clamped, 0.0, fx)
   sx = tf.clip_by_value(sx, 0, in_size - 1)
-  w0 = tf.cast(tf.round((1.0 - fx) * _COEF_SCALE), tf.int32)   # round half to even = cvRound
+  w0 = tf.cast(tf.round((1.0 - fx) * _COEF_SCALE), tf.int32)  # round half to even = cvRound
   w1 = tf.cast(tf.round(fx * _COEF_SCALE), tf.int32)
   return sx, tf.minimum(sx + 1, in_size - 1), w0, w1
 
 
-def resize_window(frames: tf.Tensor, height: tf.Tensor, width: tf.Tensor, top: tf.Tensor,
-                  left: tf.Tensor, win_height: int | tf.Tensor, win_width: int | tf.Tensor
-                  ) -> tf.Tensor:
+def resize_window(
+  frames: tf.Tensor,
+  height: tf.Tensor,
+  width: tf.Tensor,
+  top: tf.Tensor,
+  left: tf.Tensor,
+  win_height: int | tf.Tensor,
+  win_width: int | tf.Tensor,
+) -> tf.Tensor:
   """The window [top:top+win_height, left:left+win_width] of `resize(frames, height, width)`,
   computed without resizing the rest of the frame (a plain slice when the size is unchanged)."""
   shape = tf.shape(frames)
@@ -67,7 +75,7 @@ def resize_window(frames: tf.Tensor, height: tf.Tensor, width: tf.Tensor, top: t
     y0, y1, b0, b1 = _linear_taps(shape[1], height, top, win_height)
     return _apply_taps(frames, x0, x1, a0, a1, y0, y1, b0, b1)
 
-  def sliced():   # same size: OpenCV copies the frame
+  def sliced():  # same size: OpenCV copies the frame
     return tf.slice(frames, tf.stack([0, top, left, 0]), tf.stack([-1, win_height, win_width, -1]))
 
   same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
@@ -78,13 +86,17 @@ def resize_window(frames: tf.Tensor, height: tf.Tensor, width: tf.Tensor, top: t
 def _apply_taps(frames, x0, x1, a0, a1, y0, y1, b0, b1):
   """OpenCV's uint8 two-pass kernel, integer-only (exact under XLA, which fuses it: ~4x faster
   than op-by-op TF). Compiled once per input frame shape."""
+
   # Horizontal pass: exact integers in units of 1/2048, then >> 4 as OpenCV's SIMD kernel.
   def h_tap(index, weight):
     return tf.cast(tf.gather(frames, index, axis=2), tf.int32) * weight[:, None]
+
   rows = tf.bitwise.right_shift(h_tap(x0, a0) + h_tap(x1, a1), 4)
+
   # Vertical pass: ((r * b) >> 16) per tap, then (sum + 2) >> 2; the result is <= 255.
   def v_tap(index, weight):
     return tf.bitwise.right_shift(tf.gather(rows, index, axis=1) * weight[:, None, None], 16)
+
   out = tf.bitwise.right_shift(v_tap(y0, b0) + v_tap(y1, b1) + 2, 2)
   return tf.cast(tf.minimum(out, 255), tf.uint8)
 
@@ -113,8 +125,9 @@ def _crop(frames: tf.Tensor, top: tf.Tensor, left: tf.Tensor, size: int) -> tf.T
 
 def _assert_size_fits(height: tf.Tensor, width: tf.Tensor, size: int, name: str) -> None:
   tf.debugging.Assert(
-      tf.minimum(height, width) >= size,
-      [f"{name}: frames are smaller than the crop size {size}; height, width:", height, width])
+    tf.minimum(height, width) >= size,
+    [f'{name}: frames are smaller than the crop size {size}; height, width:', height, width],
+  )
 
 
 def _assert_fits(frames: tf.Tensor, size: int, name: str) -> None:
@@ -122,15 +135,16 @@ def _assert_fits(frames: tf.Tensor, size: int, name: str) -> None:
   _assert_size_fits(shape[1], shape[2], size, name)
 
 
-def center_crop_offsets(height: tf.Tensor, width: tf.Tensor, size: int
-                        ) -> tuple[tf.Tensor, tf.Tensor]:
+def center_crop_offsets(
+  height: tf.Tensor, width: tf.Tensor, size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
   """(top, left) of `CenterCrop(size)`: floor((side - size) / 2)."""
   return tf.math.floordiv(height - size, 2), tf.math.floordiv(width - size, 2)
 
 
 def center_crop(frames: tf.Tensor, size: int) -> tf.Tensor:
   """`CenterCrop(size)`; frames smaller than `size` are an error."""
-  _assert_fits(frames, size, "CenterCrop")
+  _assert_fits(frames, size, 'CenterCrop')
   shape = tf.shape(frames)
   top, left = center_crop_offsets(shape[1], shape[2], size)
   return _crop(frames, top, left, size)
@@ -145,8 +159,9 @@ def three_crop_offsets(height: tf.Tensor, width: tf.Tensor, size: int) -> tf.Ten
   height = tf.convert_to_tensor(height, tf.int32)
   width = tf.convert_to_tensor(width, tf.int32)
   tf.debugging.Assert(
-      tf.logical_or(tf.equal(height, size), tf.equal(width, size)),
-      [f"ThreeCrop({size}) needs one side equal to {size}; got height, width:", height, width])
+    tf.logical_or(tf.equal(height, size), tf.equal(width, size)),
+    [f'ThreeCrop({size}) needs one side equal to {size}; got height, width:', height, width],
+  )
   along_w = tf.equal(height, size)
   step = tf.math.floordiv(tf.where(along_w, width, height) - size, 2)
   moves = tf.stack([0, 2 * step, step])
@@ -171,7 +186,7 @@ def _randint(u: tf.Tensor, low: tf.Tensor | int, high: tf.Tensor | int) -> tf.Te
 def _random_short_side(scale_range: Sequence[int], u: tf.Tensor) -> tf.Tensor:
   lo, hi = int(scale_range[0]), int(scale_range[1])
   if not 0 < lo < hi:
-    raise ValueError(f"train_scale_range must be (lo, hi) with 0 < lo < hi, got {scale_range}")
+    raise ValueError(f'train_scale_range must be (lo, hi) with 0 < lo < hi, got {scale_range}')
   return _randint(u, lo, hi + 1)
 
 
@@ -180,8 +195,9 @@ def random_rescale(frames: tf.Tensor, scale_range: Sequence[int], u: tf.Tensor) 
   return resize_short_side(frames, _random_short_side(scale_range, u))
 
 
-def random_crop_offsets(height: tf.Tensor, width: tf.Tensor, size: int, u_top: tf.Tensor,
-                        u_left: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def random_crop_offsets(
+  height: tf.Tensor, width: tf.Tensor, size: int, u_top: tf.Tensor, u_left: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
   """(top, left) of `RandomCrop(size)`: ``randint(0, side - size)`` (upper bound excluded, as
   MMAction2), 0 when ``side == size``."""
   top = tf.where(height > size, _randint(u_top, 0, tf.maximum(height - size, 1)), 0)
@@ -191,7 +207,7 @@ def random_crop_offsets(height: tf.Tensor, width: tf.Tensor, size: int, u_top: t
 
 def random_crop(frames: tf.Tensor, size: int, u_top: tf.Tensor, u_left: tf.Tensor) -> tf.Tensor:
   """`RandomCrop(size)` with the same box for every frame."""
-  _assert_fits(frames, size, "RandomCrop")
+  _assert_fits(frames, size, 'RandomCrop')
   shape = tf.shape(frames)
   top, left = random_crop_offsets(shape[1], shape[2], size, u_top, u_left)
   return _crop(frames, top, left, size)
@@ -205,18 +221,25 @@ def random_flip(frames: tf.Tensor, flip_ratio: float, u: tf.Tensor) -> tf.Tensor
 NUM_TRAIN_DRAWS = 4  # uniform draws `train_transform` consumes: scale, top, left, flip
 
 
-def train_transform(frames: tf.Tensor, *, scale_range: Sequence[int], crop_size: int,
-                    flip_ratio: float, uniform: tf.Tensor) -> tf.Tensor:
+def train_transform(
+  frames: tf.Tensor,
+  *,
+  scale_range: Sequence[int],
+  crop_size: int,
+  flip_ratio: float,
+  uniform: tf.Tensor,
+) -> tf.Tensor:
   """RandomRescale -> RandomCrop -> Flip; `uniform` holds `NUM_TRAIN_DRAWS` draws in [0, 1).
 
   Equal to the three transforms in a row, but resizes only the crop window.
   """
   shape = tf.shape(frames)
   new_h, new_w = short_side_size(shape[1], shape[2], _random_short_side(scale_range, uniform[0]))
-  _assert_size_fits(new_h, new_w, crop_size, "RandomCrop")
+  _assert_size_fits(new_h, new_w, crop_size, 'RandomCrop')
   top, left = random_crop_offsets(new_h, new_w, crop_size, uniform[1], uniform[2])
-  crop = _fix_shape(resize_window(frames, new_h, new_w, top, left, crop_size, crop_size),
-                    frames, crop_size)
+  crop = _fix_shape(
+    resize_window(frames, new_h, new_w, top, left, crop_size, crop_size), frames, crop_size
+  )
   return random_flip(crop, flip_ratio, uniform[3])
 
 
@@ -224,14 +247,22 @@ def val_transform(frames: tf.Tensor, *, short_side: int, crop_size: int) -> tf.T
   """Resize(-1, short_side) -> CenterCrop(crop_size), resizing only the crop window."""
   shape = tf.shape(frames)
   new_h, new_w = short_side_size(shape[1], shape[2], short_side)
-  _assert_size_fits(new_h, new_w, crop_size, "CenterCrop")
+  _assert_size_fits(new_h, new_w, crop_size, 'CenterCrop')
   top, left = center_crop_offsets(new_h, new_w, crop_size)
-  return _fix_shape(resize_window(frames, new_h, new_w, top, left, crop_size, crop_size),
-                    frames, crop_size)
+  return _fix_shape(
+    resize_window(frames, new_h, new_w, top, left, crop_size, crop_size), frames, crop_size
+  )
 
 
-def multi_view_transform(frames: tf.Tensor, *, short_side: int, crop_size: int, num_clips: int,
-                         clip_len: int, order: tf.Tensor | None = None) -> tf.Tensor:
+def multi_view_transform(
+  frames: tf.Tensor,
+  *,
+  short_side: int,
+  crop_size: int,
+  num_clips: int,
+  clip_len: int,
+  order: tf.Tensor | None = None,
+) -> tf.Tensor:
   """Resize(-1, short_side) -> ThreeCrop(crop_size) on clip-major frames.
 
   `order` (optional): the clip-major sequence as indices into `frames`, which then hold each
@@ -250,8 +281,7 @@ def normalize_tf(clips: tf.Tensor, mean: Sequence[float], std: Sequence[float]) 
   return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def normalize(clips_uint8: jnp.ndarray, mean: Sequence[float], std: Sequence[float]
-              ) -> jnp.ndarray:
+def normalize(clips_uint8: jnp.ndarray, mean: Sequence[float], std: Sequence[float]) -> jnp.ndarray:
   """Device-side `Normalize`: float32 ``(x - mean) / std`` per RGB channel (last axis)."""
   x = clips_uint8.astype(jnp.float32)
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

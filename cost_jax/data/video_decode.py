@@ -25,19 +25,21 @@ class BadVideoError(Exception):
 def check_file(path: str) -> None:
   """Raises `BadVideoError` if `path` is missing, not a regular file or empty."""
   if not os.path.exists(path):
-    raise BadVideoError("missing file")
+    raise BadVideoError('missing file')
   if not os.path.isfile(path):
-    raise BadVideoError("not a regular file")
+    raise BadVideoError('not a regular file')
   if os.path.getsize(path) == 0:
-    raise BadVideoError("empty file (0 bytes)")
+    raise BadVideoError('empty file (0 bytes)')
 
 
-def check_resolution(height: int, width: int, min_side: int = MIN_SIDE,
-                     max_side: int = MAX_SIDE) -> None:
+def check_resolution(
+  height: int, width: int, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE
+) -> None:
   """Raises `BadVideoError` for a frame side outside [min_side, max_side] (0 = unknown)."""
   if height and width and (min(height, width) < min_side or max(height, width) > max_side):
-    raise BadVideoError(f"absurd resolution {width}x{height} (allowed sides "
-                        f"{min_side}..{max_side} px)")
+    raise BadVideoError(
+      f'absurd resolution {width}x{height} (allowed sides {min_side}..{max_side} px)'
+    )
 
 
 def frame_rate(stream: av.video.stream.VideoStream) -> float:
@@ -45,14 +47,15 @@ def frame_rate(stream: av.video.stream.VideoStream) -> float:
   for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
     if rate is not None and rate > 0:
       return float(rate)
-  raise BadVideoError("unknown frame rate")
+  raise BadVideoError('unknown frame rate')
 
 
 @dataclasses.dataclass
 class DecodeLog:
   """What went wrong while decoding: damaged packets skipped and the last error."""
+
   errors: int = 0
-  last_error: str = ""
+  last_error: str = ''
 
   def add(self, error: Exception) -> None:
     self.errors += 1
@@ -65,18 +68,22 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
   try:
     container = av.open(path)
   except (av.error.FFmpegError, UnicodeDecodeError) as e:
-    raise BadVideoError(f"not a video: {e}") from None
+    raise BadVideoError(f'not a video: {e}') from None
   if not container.streams.video:
     kinds = sorted({s.type for s in container.streams})
     container.close()
-    what = "audio-only" if "audio" in kinds else "no streams" if not kinds else "/".join(kinds)
-    raise BadVideoError(f"no video stream ({what})")
+    what = 'audio-only' if 'audio' in kinds else 'no streams' if not kinds else '/'.join(kinds)
+    raise BadVideoError(f'no video stream ({what})')
   return container, container.streams.video[0]
 
 
-def robust_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                  log: DecodeLog, min_side: int = MIN_SIDE,
-                  max_side: int = MAX_SIDE) -> Iterator[av.VideoFrame]:
+def robust_frames(
+  container: av.container.InputContainer,
+  stream: av.video.stream.VideoStream,
+  log: DecodeLog,
+  min_side: int = MIN_SIDE,
+  max_side: int = MAX_SIDE,
+) -> Iterator[av.VideoFrame]:
   """The frames of `stream`, skipping damaged packets (counted in `log`).
 
   Stops after `_MAX_CONSECUTIVE_ERRORS` failures in a row or when demuxing fails; checks the

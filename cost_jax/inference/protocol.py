@@ -12,16 +12,16 @@ from cost_jax.models.defaults import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
 # 8 frames every 8th; val: short side 256, centre crop 224; test: 10 clips x ThreeCrop of 256.
 OFFICIAL_PROTOCOL = dict(
-    clip_len=8,
-    frame_interval=8,
-    test_num_clips=10,
-    test_num_crops=3,
-    val_short_side=256,
-    crop_size=224,                 # RandomCrop (train) and CenterCrop (val)
-    test_short_side=256,
-    test_crop_size=256,            # ThreeCrop
-    mean=IMAGENET_MEAN_RGB,
-    std=IMAGENET_STD_RGB,
+  clip_len=8,
+  frame_interval=8,
+  test_num_clips=10,
+  test_num_crops=3,
+  val_short_side=256,
+  crop_size=224,  # RandomCrop (train) and CenterCrop (val)
+  test_short_side=256,
+  test_crop_size=256,  # ThreeCrop
+  mean=IMAGENET_MEAN_RGB,
+  std=IMAGENET_STD_RGB,
 )
 PROTOCOL_FIELDS = tuple(OFFICIAL_PROTOCOL)
 
@@ -37,19 +37,28 @@ def default_protocol(config: Mapping[str, Any] | None = None) -> ml_collections.
 
 def check_protocol(protocol: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the protocol field that cannot work."""
-  for key in ('clip_len', 'frame_interval', 'test_num_clips', 'val_short_side', 'crop_size',
-              'test_short_side', 'test_crop_size', 'views_per_chunk'):
+  for key in (
+    'clip_len',
+    'frame_interval',
+    'test_num_clips',
+    'val_short_side',
+    'crop_size',
+    'test_short_side',
+    'test_crop_size',
+    'views_per_chunk',
+  ):
     if int(protocol[key]) < 1:
       raise ValueError(f'protocol.{key}={protocol[key]!r} must be >= 1')
   if protocol.test_num_crops != 3:
     raise ValueError(f'protocol.test_num_crops={protocol.test_num_crops} must be 3 (ThreeCrop)')
   if protocol.test_short_side != protocol.test_crop_size:
     raise ValueError(
-        f'ThreeCrop needs test_short_side == test_crop_size, got {protocol.test_short_side} '
-        f'and {protocol.test_crop_size}')
+      f'ThreeCrop needs test_short_side == test_crop_size, got {protocol.test_short_side} '
+      f'and {protocol.test_crop_size}'
+    )
   if protocol.crop_size > protocol.val_short_side:
-    raise ValueError(f'protocol.crop_size={protocol.crop_size} exceeds '
-                     f'val_short_side={protocol.val_short_side}')
+    raise ValueError(
+      f'protocol.crop_size={protocol.crop_size} exceeds val_short_side={protocol.val_short_side}'
+    )
   if protocol.average not in metrics.VIEW_AVERAGES:
-    raise ValueError(f'protocol.average={protocol.average!r} is not one of '
-                     f'{metrics.VIEW_AVERAGES}')
+    raise ValueError(f'protocol.average={protocol.average!r} is not one of {metrics.VIEW_AVERAGES}')

@@ -24,20 +24,30 @@ _DN2D = ('NHWC', 'HWIO', 'NHWC')
 _DN3D = ('NDHWC', 'DHWIO', 'NDHWC')
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-           padding: Sequence[int]) -> jax.Array:
+def conv2d(
+  x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]
+) -> jax.Array:
   """NHWC x HWIO 2D convolution with explicit symmetric padding (PyTorch semantics)."""
   return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=tuple(strides), padding=[(p, p) for p in padding],
-      dimension_numbers=_DN2D)
+    x,
+    kernel,
+    window_strides=tuple(strides),
+    padding=[(p, p) for p in padding],
+    dimension_numbers=_DN2D,
+  )
 
 
-def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-           padding: Sequence[int]) -> jax.Array:
+def conv3d(
+  x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]
+) -> jax.Array:
   """NTHWC x THWIO 3D convolution with explicit symmetric padding (PyTorch semantics)."""
   return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=tuple(strides), padding=[(p, p) for p in padding],
-      dimension_numbers=_DN3D)
+    x,
+    kernel,
+    window_strides=tuple(strides),
+    padding=[(p, p) for p in padding],
+    dimension_numbers=_DN3D,
+  )
 
 
 def fold_axis_into_batch(x: jax.Array, axis: int, stride: int) -> tuple[jax.Array, tuple]:
@@ -72,7 +82,7 @@ def conv3d_folded(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tri
   if kh == 1 and kw == 1 and padding[1] == padding[2] == 0:
     x = x[:, :, ::sh, ::sw]
     n, t, h, w, c = x.shape
-    cols = jnp.moveaxis(x, 1, 3).reshape(n * h * w, t, 1, c)      # (NHW, T, 1, C)
+    cols = jnp.moveaxis(x, 1, 3).reshape(n * h * w, t, 1, c)  # (NHW, T, 1, C)
     y = conv2d(cols, kernel[:, 0], (st, 1), (padding[0], 0))
     return jnp.moveaxis(y.reshape(n, h, w, y.shape[1], y.shape[-1]), 3, 1)
   return conv3d(x, kernel, strides, padding)
@@ -80,6 +90,7 @@ def conv3d_folded(x: jax.Array, kernel: jax.Array, strides: Triple, padding: Tri
 
 class Conv3D(nn.Module):
   """Bias-free 3D convolution with PyTorch padding; kernel stored as (kt, kh, kw, Cin, Cout)."""
+
   features: int
   kernel_size: Triple
   strides: Triple = (1, 1, 1)
@@ -89,8 +100,9 @@ class Conv3D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', kaiming_fan_out,
-                        tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+      'kernel', kaiming_fan_out, tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32
+    )
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.fold:
       return conv3d_folded(x, kernel, self.strides, self.padding)

@@ -26,8 +26,9 @@ def costa_alpha_init(key, shape, dtype=jnp.float32):
   return jnp.broadcast_to(jnp.array([0.7, -0.7, -0.7], dtype)[:, None], shape)
 
 
-def view_convolutions(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
-                      padding: int, fold: bool) -> dict[str, jax.Array]:
+def view_convolutions(
+  x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int], padding: int, fold: bool
+) -> dict[str, jax.Array]:
   """The three raw view convolutions of `x` (NTHWC) with the shared kernel (k, k, Cin, Cout)."""
   st, sh, sw = strides
   p = padding
@@ -41,9 +42,9 @@ def view_convolutions(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, 
       outputs[view] = conv_lib.unfold_axis(y, info)
     return outputs
   return {
-      'hw': conv_lib.conv3d(x, kernel[None], strides, (0, p, p)),
-      'tw': conv_lib.conv3d(x, kernel[:, None], strides, (p, 0, p)),
-      'th': conv_lib.conv3d(x, kernel[:, :, None], strides, (p, p, 0)),
+    'hw': conv_lib.conv3d(x, kernel[None], strides, (0, p, p)),
+    'tw': conv_lib.conv3d(x, kernel[:, None], strides, (p, 0, p)),
+    'th': conv_lib.conv3d(x, kernel[:, :, None], strides, (p, p, 0)),
   }
 
 
@@ -58,6 +59,7 @@ class CoSTConv(nn.Module):
     use_bias: add a bias after the mix (off inside the backbone).
     fold: compute each view as a 2D convolution with its third axis folded into the batch.
   """
+
   features: int
   variant: str = 'costb'
   strides: tuple[int, int, int] = (1, 1, 1)
@@ -72,29 +74,30 @@ class CoSTConv(nn.Module):
     if self.variant not in ('costa', 'costb'):
       raise ValueError(f"CoSTConv.variant must be 'costa' or 'costb', got {self.variant!r}")
     k = self.kernel_size
-    kernel = self.param('kernel', conv_lib.kaiming_fan_out,
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+      'kernel', conv_lib.kaiming_fan_out, (k, k, x.shape[-1], self.features), jnp.float32
+    )
     x = x.astype(self.dtype)
-    views = view_convolutions(x, kernel.astype(self.dtype), self.strides, self.padding,
-                              self.fold)
+    views = view_convolutions(x, kernel.astype(self.dtype), self.strides, self.padding, self.fold)
     self.sow('cost_views', 'views', views)  # raw views, for tests and figures
 
     if self.variant == 'costa':
       alpha = self.param('alpha', costa_alpha_init, (3, self.features), jnp.float32)
-      weights = jax.nn.softmax(alpha, axis=0).T                        # (C, 3)
-      per_view = [weights[:, i] for i in range(3)]                     # each (C,)
+      weights = jax.nn.softmax(alpha, axis=0).T  # (C, 3)
+      per_view = [weights[:, i] for i in range(3)]  # each (C,)
     else:
       pooled = jnp.stack([jnp.max(views[v], axis=(1, 2, 3)) for v in VIEWS], axis=1)
       small_normal = nn.initializers.normal(0.01)
       fc1 = nn.Dense(self.features, use_bias=False, name='fc1', kernel_init=small_normal)
       fc2 = nn.Dense(3, use_bias=False, name='fc2', kernel_init=small_normal)
-      scores = fc1(pooled.astype(jnp.float32))                         # (N, 3, C)
-      logits = fc2(jnp.moveaxis(scores, 1, -1))                        # (N, C, 3)
+      scores = fc1(pooled.astype(jnp.float32))  # (N, 3, C)
+      logits = fc2(jnp.moveaxis(scores, 1, -1))  # (N, C, 3)
       weights = jax.nn.softmax(logits, axis=-1)
       per_view = [weights[:, None, None, None, :, i] for i in range(3)]  # each (N,1,1,1,C)
     self.sow('intermediates', 'view_weights', weights)
     out = sum(views[v] * w.astype(self.dtype) for v, w in zip(VIEWS, per_view))
     if self.use_bias:
-      out = out + self.param('bias', nn.initializers.zeros, (self.features,),
-                             jnp.float32).astype(self.dtype)
+      out = out + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(
+        self.dtype
+      )
     return out

@@ -16,25 +16,27 @@ IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 
 def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
   """The backbone + head of `Recognizer3D(ResNet3dCoST, I3DHead)` at R50, 8 frames."""
-  return ml_collections.ConfigDict(dict(
-      arch=arch,                 # c2d | i3d | costa | costb | 3x3x3
-      depth=50,                  # 50 | 101 | 152
-      base_channels=64,          # width of the stem; stages use 1x, 2x, 4x, 8x (x4 expansion)
+  return ml_collections.ConfigDict(
+    dict(
+      arch=arch,  # c2d | i3d | costa | costb | 3x3x3
+      depth=50,  # 50 | 101 | 152
+      base_channels=64,  # width of the stem; stages use 1x, 2x, 4x, 8x (x4 expansion)
       num_classes=400,
       conv1_kernel=(1, 7, 7),
       conv1_stride_t=1,
       pool1_stride_t=1,
-      with_pool2=True,           # MMAction2's temporal max-pool (2,1,1) after layer1
+      with_pool2=True,  # MMAction2's temporal max-pool (2,1,1) after layer1
       inflate=NO_INFLATE_R50 if arch == 'c2d' else INFLATE_R50,
       spatial_strides=(1, 2, 2, 2),
       temporal_strides=(1, 1, 1, 1),
       dropout_ratio=0.5,
-      conv_impl='fold2d',        # every conv: fold2d (kernel axes of 1 folded into the batch,
-                                 # CoST views as batched 2D convs) | conv3d (plain 3D convs)
-      bn_group_size=8,           # clips per BatchNorm group (official: per GPU, 8); 0 = global
-      dtype='float32',           # compute dtype; parameters stay float32
-      remat=False,               # rematerialise each residual block in the backward pass
-      frozen_stages=-1,          # as MMAction2: -1 none; 0 the stem; k the stem and layer1..k
-                                 # (no gradient, BatchNorm in inference mode)
-      norm_eval=False,           # every BatchNorm in inference mode while training
-  ))
+      conv_impl='fold2d',  # every conv: fold2d (kernel axes of 1 folded into the batch,
+      # CoST views as batched 2D convs) | conv3d (plain 3D convs)
+      bn_group_size=8,  # clips per BatchNorm group (official: per GPU, 8); 0 = global
+      dtype='float32',  # compute dtype; parameters stay float32
+      remat=False,  # rematerialise each residual block in the backward pass
+      frozen_stages=-1,  # as MMAction2: -1 none; 0 the stem; k the stem and layer1..k
+      # (no gradient, BatchNorm in inference mode)
+      norm_eval=False,  # every BatchNorm in inference mode while training
+    )
+  )

@@ -9,6 +9,7 @@ from flax import linen as nn
 
 class I3DHead(nn.Module):
   """Logits from backbone features (N, T, H, W, C); no softmax."""
+
   num_classes: int
   dropout_ratio: float = 0.5
   init_std: float = 0.01
@@ -18,5 +19,9 @@ class I3DHead(nn.Module):
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2, 3))
     if self.dropout_ratio:
       x = nn.Dropout(self.dropout_ratio, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(self.init_std),
-                    bias_init=nn.initializers.zeros, name='fc_cls')(x)
+    return nn.Dense(
+      self.num_classes,
+      kernel_init=nn.initializers.normal(self.init_std),
+      bias_init=nn.initializers.zeros,
+      name='fc_cls',
+    )(x)

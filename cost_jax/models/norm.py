@@ -22,6 +22,7 @@ class BatchNorm(nn.Module):
     epsilon: added to the variance.
     dtype: dtype of the output; statistics are computed in float32.
   """
+
   group_size: int = 0
   momentum: float = 0.1
   epsilon: float = 1e-5
@@ -45,8 +46,8 @@ class BatchNorm(nn.Module):
     if batch % group:
       raise ValueError(f'BatchNorm: batch of {batch} is not divisible by bn_group_size={group}')
     xg = x.astype(jnp.float32).reshape(batch // group, -1, channels)
-    mean = jnp.mean(xg, axis=1)                                  # (groups, C)
-    var = jnp.mean(jnp.square(xg - mean[:, None]), axis=1)       # biased, as torch normalises
+    mean = jnp.mean(xg, axis=1)  # (groups, C)
+    var = jnp.mean(jnp.square(xg - mean[:, None]), axis=1)  # biased, as torch normalises
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
     y = (xg - mean[:, None]) * mul[:, None] + bias
     if not self.is_initializing():

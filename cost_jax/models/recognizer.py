@@ -16,6 +16,7 @@ CONV_IMPLS = ('fold2d', 'conv3d')
 
 class Recognizer3D(nn.Module):
   """Clips (N, T, H, W, 3) float32, already normalised -> logits (N, num_classes)."""
+
   backbone: ResNet3d
   cls_head: I3DHead
 
@@ -27,26 +28,27 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
   """Builds the recognizer described by `config.model` (see configs/base.py)."""
   cfg = dict(model_config)
   if cfg.get('conv_impl', 'fold2d') not in CONV_IMPLS:
-    raise ValueError(f"model.conv_impl must be one of {CONV_IMPLS}, got {cfg['conv_impl']!r}")
+    raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {cfg["conv_impl"]!r}')
   dtype = jnp.dtype(cfg.get('dtype', 'float32'))
   backbone = ResNet3d(
-      arch=cfg['arch'],
-      depth=cfg['depth'],
-      base_channels=cfg['base_channels'],
-      conv1_kernel=tuple(cfg.get('conv1_kernel', (1, 7, 7))),
-      conv1_stride_t=cfg.get('conv1_stride_t', 1),
-      pool1_stride_t=cfg.get('pool1_stride_t', 1),
-      with_pool2=cfg.get('with_pool2', True),
-      inflate=cfg['inflate'],
-      spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
-      temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
-      fold=cfg.get('conv_impl', 'fold2d') == 'fold2d',
-      bn_group_size=cfg.get('bn_group_size', 0),
-      remat=cfg.get('remat', False),
-      frozen_stages=cfg.get('frozen_stages', -1),
-      norm_eval=cfg.get('norm_eval', False),
-      dtype=dtype,
-      parent=None)
+    arch=cfg['arch'],
+    depth=cfg['depth'],
+    base_channels=cfg['base_channels'],
+    conv1_kernel=tuple(cfg.get('conv1_kernel', (1, 7, 7))),
+    conv1_stride_t=cfg.get('conv1_stride_t', 1),
+    pool1_stride_t=cfg.get('pool1_stride_t', 1),
+    with_pool2=cfg.get('with_pool2', True),
+    inflate=cfg['inflate'],
+    spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
+    temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
+    fold=cfg.get('conv_impl', 'fold2d') == 'fold2d',
+    bn_group_size=cfg.get('bn_group_size', 0),
+    remat=cfg.get('remat', False),
+    frozen_stages=cfg.get('frozen_stages', -1),
+    norm_eval=cfg.get('norm_eval', False),
+    dtype=dtype,
+    parent=None,
+  )
   head = I3DHead(cfg['num_classes'], cfg.get('dropout_ratio', 0.5), parent=None)
   return Recognizer3D(backbone=backbone, cls_head=head)
 

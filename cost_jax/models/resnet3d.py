@@ -33,19 +33,22 @@ def expand_inflate(inflate, depth: int) -> tuple[tuple[int, ...], ...]:
   for stage, (flags, n) in enumerate(zip(inflate, blocks)):
     flags = (flags,) * n if isinstance(flags, int) else tuple(flags)
     if len(flags) != n:
-      raise ValueError(f'inflate of stage {stage + 1} has {len(flags)} flags, the stage has '
-                       f'{n} blocks at depth {depth}')
+      raise ValueError(
+        f'inflate of stage {stage + 1} has {len(flags)} flags, the stage has '
+        f'{n} blocks at depth {depth}'
+      )
     out.append(tuple(int(f) for f in flags))
   return tuple(out)
 
 
 class ConvBN(nn.Module):
   """MMAction2's `ConvModule`: conv (no bias) -> BatchNorm -> optional ReLU."""
+
   features: int
   kernel_size: tuple[int, int, int] = (1, 1, 1)
   strides: tuple[int, int, int] = (1, 1, 1)
   padding: tuple[int, int, int] = (0, 0, 0)
-  cost_variant: str | None = None     # 'costa' / 'costb': the conv is a CoST layer
+  cost_variant: str | None = None  # 'costa' / 'costb': the conv is a CoST layer
   relu: bool = True
   fold: bool = True
   bn_group_size: int = 0
@@ -54,11 +57,24 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.cost_variant:
-      x = CoSTConv(self.features, self.cost_variant, self.strides, fold=self.fold,
-                   dtype=self.dtype, name='conv')(x)
+      x = CoSTConv(
+        self.features,
+        self.cost_variant,
+        self.strides,
+        fold=self.fold,
+        dtype=self.dtype,
+        name='conv',
+      )(x)
     else:
-      x = Conv3D(self.features, self.kernel_size, self.strides, self.padding, fold=self.fold,
-                 dtype=self.dtype, name='conv')(x)
+      x = Conv3D(
+        self.features,
+        self.kernel_size,
+        self.strides,
+        self.padding,
+        fold=self.fold,
+        dtype=self.dtype,
+        name='conv',
+      )(x)
     x = BatchNorm(self.bn_group_size, dtype=self.dtype, name='bn')(x, train)
     return nn.relu(x) if self.relu else x
 
@@ -78,6 +94,7 @@ def block_convs(arch: str, inflated: bool) -> dict:
 
 class Bottleneck(nn.Module):
   """`Bottleneck3dCoST`, 'pytorch' style: the stride sits on conv2."""
+
   planes: int
   strides: tuple[int, int, int]
   arch: str
@@ -92,12 +109,14 @@ class Bottleneck(nn.Module):
     common = dict(fold=self.fold, bn_group_size=self.bn_group_size, dtype=self.dtype)
     convs = block_convs(self.arch, self.inflated)
     out = ConvBN(self.planes, **convs['conv1'], **common, name='conv1')(x, train)
-    out = ConvBN(self.planes, strides=self.strides, **convs['conv2'], **common,
-                 name='conv2')(out, train)
+    out = ConvBN(self.planes, strides=self.strides, **convs['conv2'], **common, name='conv2')(
+      out, train
+    )
     out = ConvBN(self.planes * EXPANSION, relu=False, **common, name='conv3')(out, train)
     if self.downsample:
-      x = ConvBN(self.planes * EXPANSION, strides=self.strides, relu=False, **common,
-                 name='downsample')(x, train)
+      x = ConvBN(
+        self.planes * EXPANSION, strides=self.strides, relu=False, **common, name='downsample'
+      )(x, train)
     return nn.relu(out + x)
 
 
@@ -111,6 +130,7 @@ class ResNet3d(nn.Module):
   at their output) and keep BatchNorm in inference mode while training; `norm_eval` puts every
   BatchNorm in inference mode while training.
   """
+
   arch: str = 'costb'
   depth: int = 50
   base_channels: int = 64
@@ -143,12 +163,16 @@ class ResNet3d(nn.Module):
       raise ValueError(f'unknown depth {self.depth}; expected one of {sorted(STAGE_BLOCKS)}')
     common = dict(fold=self.fold, bn_group_size=self.bn_group_size, dtype=self.dtype)
     kt, kh, kw = self.conv1_kernel
-    x = ConvBN(self.base_channels, tuple(self.conv1_kernel), (self.conv1_stride_t, 2, 2),
-               ((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), **common,
-               name='conv1')(x, self._stage_trains(0, train))
-    pool1_kt = 1 if self.pool1_stride_t == 1 else 2      # as ResNet3dCoST rebuilds its maxpool
-    x = nn.max_pool(x, (pool1_kt, 3, 3), (self.pool1_stride_t, 2, 2),
-                    ((0, 0), (1, 1), (1, 1)))
+    x = ConvBN(
+      self.base_channels,
+      tuple(self.conv1_kernel),
+      (self.conv1_stride_t, 2, 2),
+      ((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2),
+      **common,
+      name='conv1',
+    )(x, self._stage_trains(0, train))
+    pool1_kt = 1 if self.pool1_stride_t == 1 else 2  # as ResNet3dCoST rebuilds its maxpool
+    x = nn.max_pool(x, (pool1_kt, 3, 3), (self.pool1_stride_t, 2, 2), ((0, 0), (1, 1), (1, 1)))
     self.sow('intermediates', 'maxpool', x)
     x = self._end_of_stage(x, 0)
 
@@ -157,14 +181,25 @@ class ResNet3d(nn.Module):
     in_channels = self.base_channels
     for stage, flags in enumerate(inflate):
       planes = self.base_channels * 2**stage
-      strides = (self.temporal_strides[stage], self.spatial_strides[stage],
-                 self.spatial_strides[stage])
+      strides = (
+        self.temporal_strides[stage],
+        self.spatial_strides[stage],
+        self.spatial_strides[stage],
+      )
       for i, flag in enumerate(flags):
         block_strides = strides if i == 0 else (1, 1, 1)
-        needs_downsample = i == 0 and (block_strides != (1, 1, 1)
-                                       or in_channels != planes * EXPANSION)
-        x = block_cls(planes, block_strides, self.arch, bool(flag), needs_downsample, **common,
-                      name=f'layer{stage + 1}_{i}')(x, self._stage_trains(stage + 1, train))
+        needs_downsample = i == 0 and (
+          block_strides != (1, 1, 1) or in_channels != planes * EXPANSION
+        )
+        x = block_cls(
+          planes,
+          block_strides,
+          self.arch,
+          bool(flag),
+          needs_downsample,
+          **common,
+          name=f'layer{stage + 1}_{i}',
+        )(x, self._stage_trains(stage + 1, train))
         in_channels = planes * EXPANSION
       if stage == 0 and self.with_pool2:
         self.sow('intermediates', 'layer1', x)

@@ -19,8 +19,7 @@ def example_clips(model_config: Mapping[str, Any]) -> jax.ShapeDtypeStruct:
 def init_variables(model_config: Mapping[str, Any], rng: jax.Array) -> dict[str, Any]:
   """Freshly initialised {'params', 'batch_stats'} (jit it: eager init is slow)."""
   clips = example_clips(model_config)
-  variables = create_model(model_config).init(
-      {'params': rng}, jnp.zeros(clips.shape, clips.dtype))
+  variables = create_model(model_config).init({'params': rng}, jnp.zeros(clips.shape, clips.dtype))
   return {k: variables[k] for k in ('params', 'batch_stats')}
 
 

@@ -24,11 +24,13 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config the checkpoint
 
 def describe(model_config) -> str:
   inflated = sum(map(sum, model_config.inflate))
-  return (f"arch={model_config.arch} depth={model_config.depth} "
-          f"base_channels={model_config.base_channels} num_classes={model_config.num_classes} "
-          f"conv1_kernel={tuple(model_config.conv1_kernel)} "
-          f"conv1_stride_t={model_config.conv1_stride_t} "
-          f"pool1_stride_t={model_config.pool1_stride_t} inflated_blocks={inflated}")
+  return (
+    f'arch={model_config.arch} depth={model_config.depth} '
+    f'base_channels={model_config.base_channels} num_classes={model_config.num_classes} '
+    f'conv1_kernel={tuple(model_config.conv1_kernel)} '
+    f'conv1_stride_t={model_config.conv1_stride_t} '
+    f'pool1_stride_t={model_config.pool1_stride_t} inflated_blocks={inflated}'
+  )
 
 
 def main(argv):

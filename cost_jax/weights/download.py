@@ -22,19 +22,24 @@ from typing import IO
 import tqdm
 from absl import logging
 
-__all__ = ['TORCHVISION_BASE_URL', 'TORCHVISION_FILES', 'WeightsUnavailableError', 'is_remote',
-           'resolve_weights']
+__all__ = [
+  'TORCHVISION_BASE_URL',
+  'TORCHVISION_FILES',
+  'WeightsUnavailableError',
+  'is_remote',
+  'resolve_weights',
+]
 
 # ImageNet ResNets as mmcv 1.6.1's `load_checkpoint('torchvision://<name>')` downloads them: the
 # URLs of open-mmlab/mmcv v1.6.1 mmcv/model_zoo/torchvision_0.12.json (also torchvision 0.12's
 # `model_urls`), split into base URL + file name. mmcv lower-cases the name, as done here.
 TORCHVISION_BASE_URL = 'https://download.pytorch.org/models/'
 TORCHVISION_FILES = {
-    'resnet18': 'resnet18-f37072fd.pth',
-    'resnet34': 'resnet34-b627a593.pth',
-    'resnet50': 'resnet50-0676ba61.pth',
-    'resnet101': 'resnet101-63fe2227.pth',
-    'resnet152': 'resnet152-394f9c45.pth',
+  'resnet18': 'resnet18-f37072fd.pth',
+  'resnet34': 'resnet34-b627a593.pth',
+  'resnet50': 'resnet50-0676ba61.pth',
+  'resnet101': 'resnet101-63fe2227.pth',
+  'resnet152': 'resnet152-394f9c45.pth',
 }
 
 TIMEOUT_S = 30.0  # Per socket operation (connect, each read).
@@ -61,8 +66,10 @@ def _cache_dir(cache_dir: str | None) -> str:
 
 
 def _offline_hint(field: str, filename: str) -> str:
-  return (f'To work offline, download it elsewhere and pass the local file: '
-          f'--config.{field}=/path/to/{filename}')
+  return (
+    f'To work offline, download it elsewhere and pass the local file: '
+    f'--config.{field}=/path/to/{filename}'
+  )
 
 
 def _sha256(path: str) -> str:
@@ -82,15 +89,23 @@ class _Progress:
     self._bar = None
     self._log = False
     if progress or (progress is None and tty):
-      self._bar = tqdm.tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024,
-                            desc=name, file=sys.stderr, leave=False)
+      self._bar = tqdm.tqdm(
+        total=total,
+        unit='B',
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        file=sys.stderr,
+        leave=False,
+      )
     elif progress is None and (total is None or total >= _LOG_MIN_BYTES):
       self._log = True
       self._step = max(total // 10, 1) if total else 64 << 20
       self._next = self._step
       self._start = time.monotonic()
-      logging.info('downloading %s (%s)', name,
-                   f'{total / 2**20:.1f} MiB' if total else 'size unknown')
+      logging.info(
+        'downloading %s (%s)', name, f'{total / 2**20:.1f} MiB' if total else 'size unknown'
+      )
 
   def update(self, n: int) -> None:
     self._done += n
@@ -100,8 +115,9 @@ class _Progress:
       self._next += self._step
       of = f' of {self._total / 2**20:.1f}' if self._total else ''
       rate = self._done / 2**20 / max(time.monotonic() - self._start, 1e-3)
-      logging.info('downloading %s: %.1f%s MiB (%.1f MiB/s)', self._name, self._done / 2**20,
-                   of, rate)
+      logging.info(
+        'downloading %s: %.1f%s MiB (%.1f MiB/s)', self._name, self._done / 2**20, of, rate
+      )
 
   def close(self) -> None:
     if self._bar is not None:
@@ -148,16 +164,21 @@ def _fetch(url: str, out: IO[bytes], name: str, progress: bool | None) -> str:
       raise _Failure(f'unreachable (no answer within {TIMEOUT_S:g} s)') from e
     raise _Failure(f'unreachable ({reason})') from e
   except (socket.timeout, TimeoutError) as e:
-    raise _Failure(f'connection stalled for {TIMEOUT_S:g} s after {received} of '
-                   f'{total if total is not None else "?"} bytes') from e
+    raise _Failure(
+      f'connection stalled for {TIMEOUT_S:g} s after {received} of '
+      f'{total if total is not None else "?"} bytes'
+    ) from e
   except (http.client.HTTPException, OSError) as e:
     if isinstance(e, http.client.IncompleteRead):
       received += len(e.partial)
-    raise _Failure(f'connection dropped mid-file after {received} of '
-                   f'{total if total is not None else "?"} bytes ({type(e).__name__}: {e})') from e
+    raise _Failure(
+      f'connection dropped mid-file after {received} of '
+      f'{total if total is not None else "?"} bytes ({type(e).__name__}: {e})'
+    ) from e
   if total is not None and received != total:
-    raise _Failure(f'connection dropped mid-file: received {received} of {total} bytes '
-                   '(Content-Length)')
+    raise _Failure(
+      f'connection dropped mid-file: received {received} of {total} bytes (Content-Length)'
+    )
   return digest.hexdigest()
 
 
@@ -173,16 +194,21 @@ def _download(url: str, label: str, cache_dir: str, progress: bool | None, field
   if os.path.isfile(final):
     if prefix is None or _sha256(final).startswith(prefix):
       return final
-    logging.warning('cached %s does not match the SHA-256 prefix %s of its name; removing it '
-                    'and downloading it again', final, prefix)
+    logging.warning(
+      'cached %s does not match the SHA-256 prefix %s of its name; removing it '
+      'and downloading it again',
+      final,
+      prefix,
+    )
     os.remove(final)
   try:
     os.makedirs(cache_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=cache_dir)
   except OSError as e:
     raise WeightsUnavailableError(
-        f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
-        f'$COST_JAX_CACHE to a writable directory.\n{hint}') from e
+      f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
+      f'$COST_JAX_CACHE to a writable directory.\n{hint}'
+    ) from e
   try:
     with os.fdopen(fd, 'wb') as out:
       try:
@@ -193,8 +219,9 @@ def _download(url: str, label: str, cache_dir: str, progress: bool | None, field
       os.fsync(out.fileno())
     if prefix is not None and not digest.startswith(prefix):
       raise WeightsUnavailableError(
-          f'checksum mismatch for {label}: the name expects a SHA-256 starting with {prefix}, '
-          f'the downloaded file has {digest}.\n{hint}')
+        f'checksum mismatch for {label}: the name expects a SHA-256 starting with {prefix}, '
+        f'the downloaded file has {digest}.\n{hint}'
+      )
     os.replace(tmp, final)
   finally:
     if os.path.exists(tmp):
@@ -205,15 +232,21 @@ def _download(url: str, label: str, cache_dir: str, progress: bool | None, field
 def _local(path: str, field: str) -> str:
   if not os.path.exists(path):
     raise WeightsUnavailableError(
-        f'weights file {path} does not exist; pass an existing file: --config.{field}=/path/to/'
-        f'{os.path.basename(path) or "weights.pth"}')
+      f'weights file {path} does not exist; pass an existing file: --config.{field}=/path/to/'
+      f'{os.path.basename(path) or "weights.pth"}'
+    )
   if not os.path.isfile(path):
     raise WeightsUnavailableError(f'weights file {path} is not a regular file')
   return path
 
 
-def resolve_weights(ref: str, *, cache_dir: str | None = None, progress: bool | None = None,
-                    field: str = 'init.resnet2d') -> str:
+def resolve_weights(
+  ref: str,
+  *,
+  cache_dir: str | None = None,
+  progress: bool | None = None,
+  field: str = 'init.resnet2d',
+) -> str:
   """The local file that a weights reference names, downloading it first if needed.
 
   Args:
@@ -238,7 +271,8 @@ def resolve_weights(ref: str, *, cache_dir: str | None = None, progress: bool | 
     model = ref.split('://', 1)[1].lower()
     if model not in TORCHVISION_FILES:
       raise WeightsUnavailableError(
-          f'{ref}: unknown torchvision model {model!r}; known: {", ".join(TORCHVISION_FILES)}')
+        f'{ref}: unknown torchvision model {model!r}; known: {", ".join(TORCHVISION_FILES)}'
+      )
     url = TORCHVISION_BASE_URL + TORCHVISION_FILES[model]
     return _download(url, f'{ref} ({url})', _cache_dir(cache_dir), progress, field)
   if scheme in ('http', 'https'):
@@ -250,6 +284,7 @@ def resolve_weights(ref: str, *, cache_dir: str | None = None, progress: bool | 
     return _local(urllib.request.url2pathname(parsed.path), field)
   if scheme:
     raise WeightsUnavailableError(
-        f'{ref}: unsupported scheme {scheme}://; use torchvision://, http(s)://, file:// or a '
-        'local path')
+      f'{ref}: unsupported scheme {scheme}://; use torchvision://, http(s)://, file:// or a '
+      'local path'
+    )
   return _local(os.path.expanduser(ref), field)

@@ -25,9 +25,9 @@ _BN_LEAVES = ('weight', 'bias', 'running_mean', 'running_var')
 
 @dataclasses.dataclass
 class InflationReport:
-  from_2d: dict[str, str]          # 3D key -> 2D key it was inflated from
-  kept_at_init: list[str]          # 3D keys the 2D file did not provide
-  unused_2d_keys: list[str]        # 2D keys no 3D tensor used
+  from_2d: dict[str, str]  # 3D key -> 2D key it was inflated from
+  kept_at_init: list[str]  # 3D keys the 2D file did not provide
+  unused_2d_keys: list[str]  # 2D keys no 3D tensor used
 
 
 def _names_2d(module_3d: str) -> tuple[str, str]:
@@ -39,8 +39,9 @@ def _names_2d(module_3d: str) -> tuple[str, str]:
   return module_3d, f'{head}.{bn}' if head else bn
 
 
-def inflate_state_dict(state_2d: Mapping[str, np.ndarray], state_3d: Mapping[str, np.ndarray]
-                       ) -> tuple[dict[str, np.ndarray], InflationReport]:
+def inflate_state_dict(
+  state_2d: Mapping[str, np.ndarray], state_3d: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], InflationReport]:
   """Inflates backbone-relative 3D tensors (torch layout) from a torchvision 2D state dict."""
   out = dict(state_3d)
   from_2d, used = {}, set()
@@ -57,8 +58,9 @@ def inflate_state_dict(state_2d: Mapping[str, np.ndarray], state_3d: Mapping[str
         from_2d[key3d] = key2d
         used.add(key2d)
       else:
-        logging.warning('inflate: %s %s does not fit %s %s; kept at init', key2d, w2d.shape,
-                        key3d, w3d.shape)
+        logging.warning(
+          'inflate: %s %s does not fit %s %s; kept at init', key2d, w2d.shape, key3d, w3d.shape
+        )
     for leaf in _BN_LEAVES:
       k3, k2 = f'{module}.bn.{leaf}', f'{bn2d_name}.{leaf}'
       if k3 in state_3d and k2 in state_2d and np.size(state_2d[k2]) == np.size(state_3d[k3]):
@@ -70,17 +72,20 @@ def inflate_state_dict(state_2d: Mapping[str, np.ndarray], state_3d: Mapping[str
   return out, InflationReport(from_2d, kept, unused)
 
 
-def inflate_resnet2d(path: str, model_config: Mapping[str, Any], seed: int = 0,
-                     return_report: bool = False):
+def inflate_resnet2d(
+  path: str, model_config: Mapping[str, Any], seed: int = 0, return_report: bool = False
+):
   """Flax variables of `model_config`, initialised from the 2D ResNet checkpoint at `path`."""
   state_2d, _ = load_state_dict(path)
   variables = jax.jit(functools.partial(init_variables, model_config))(jax.random.key(seed))
   full = mmaction2.variables_to_state_dict(variables)
-  backbone = {k[len('backbone.'):]: v for k, v in full.items() if k.startswith('backbone.')}
+  backbone = {k[len('backbone.') :]: v for k, v in full.items() if k.startswith('backbone.')}
   inflated, report = inflate_state_dict(state_2d, backbone)
   if not report.from_2d:
-    raise ValueError(f'{path}: no tensor matched the model; is it a torchvision ResNet state '
-                     f'dict of width {model_config["base_channels"]}?')
+    raise ValueError(
+      f'{path}: no tensor matched the model; is it a torchvision ResNet state '
+      f'dict of width {model_config["base_channels"]}?'
+    )
   if report.unused_2d_keys:
     logging.info('inflate: 2D keys not used: %s', report.unused_2d_keys)
   full.update({f'backbone.{k}': v for k, v in inflated.items()})

@@ -16,8 +16,12 @@ Path = tuple[str, ...]
 _BLOCK = re.compile(r'^layer(\d+)\.(\d+)$')
 
 # torch leaf name -> (collection, flax leaf name)
-_BN_LEAVES = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
-              'running_mean': ('batch_stats', 'mean'), 'running_var': ('batch_stats', 'var')}
+_BN_LEAVES = {
+  'weight': ('params', 'scale'),
+  'bias': ('params', 'bias'),
+  'running_mean': ('batch_stats', 'mean'),
+  'running_var': ('batch_stats', 'var'),
+}
 IGNORED_SUFFIXES = ('.num_batches_tracked',)
 
 
@@ -88,12 +92,13 @@ def torch_to_flax(key: str, is_cost_conv: bool) -> tuple[str, Path, Callable] | 
 def flax_to_torch_key(collection: str, path: Path) -> str:
   """The MMAction2 key of a Flax leaf (inverse of `torch_to_flax`)."""
   *module, leaf = path
-  torch_module = '.'.join(m.replace('_', '.') if _BLOCK.match(m.replace('_', '.')) else m
-                          for m in module)
+  torch_module = '.'.join(
+    m.replace('_', '.') if _BLOCK.match(m.replace('_', '.')) else m for m in module
+  )
   if collection == 'batch_stats':
-    return f"{torch_module}.{'running_mean' if leaf == 'mean' else 'running_var'}"
+    return f'{torch_module}.{"running_mean" if leaf == "mean" else "running_var"}'
   if module[-1] == 'bn':
-    return f"{torch_module}.{'weight' if leaf == 'scale' else 'bias'}"
+    return f'{torch_module}.{"weight" if leaf == "scale" else "bias"}'
   if leaf == 'kernel':
     return f'{torch_module}.weight'
   return f'{torch_module}.{leaf}'

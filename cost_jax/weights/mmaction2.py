@@ -23,8 +23,13 @@ ARCH_FIELDS = ('arch', 'depth', 'base_channels', 'num_classes', 'conv1_kernel', 
 class CheckpointMismatchError(ValueError):
   """The checkpoint's tensors do not fit the model; lists every offending key."""
 
-  def __init__(self, path: str, missing: list[str], unexpected: list[str],
-               mismatched: list[tuple[str, tuple, tuple]]):
+  def __init__(
+    self,
+    path: str,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[tuple[str, tuple, tuple]],
+  ):
     self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
     lines = [f'{path}: checkpoint does not match the model']
     if missing:
@@ -41,7 +46,7 @@ class ArchitectureMismatchError(ValueError):
 
 
 def _strip_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+  return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
 
 def meta_config_int(meta: Mapping[str, Any] | None, name: str) -> int | None:
@@ -64,8 +69,11 @@ def _block_flag(sd: Mapping[str, np.ndarray], prefix: str) -> tuple[int, str]:
   return 0, 'c2d'
 
 
-def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
-                       source: str = 'checkpoint') -> ml_collections.ConfigDict:
+def infer_model_config(
+  state_dict: Mapping[str, np.ndarray],
+  meta: Mapping[str, Any] | None = None,
+  source: str = 'checkpoint',
+) -> ml_collections.ConfigDict:
   """The architecture a state dict describes: arch, depth, width, classes, stem, inflate."""
   sd = _strip_prefix(state_dict)
   for key in ('backbone.conv1.conv.weight', 'cls_head.fc_cls.weight'):
@@ -73,13 +81,15 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
       raise ValueError(f'{source}: not an MMAction2 ResNet3d checkpoint, key {key!r} is missing')
   blocks = []
   for stage in range(1, 5):
-    indices = {int(m.group(1)) for k in sd
-               for m in [re.match(rf'backbone\.layer{stage}\.(\d+)\.', k)] if m}
+    indices = {
+      int(m.group(1)) for k in sd for m in [re.match(rf'backbone\.layer{stage}\.(\d+)\.', k)] if m
+    }
     blocks.append(max(indices) + 1 if indices else 0)
   depth = next((d for d, b in STAGE_BLOCKS.items() if tuple(blocks) == b), None)
   if depth is None:
-    raise ValueError(f'{source}: blocks per stage {tuple(blocks)} match no ResNet depth '
-                     f'({STAGE_BLOCKS})')
+    raise ValueError(
+      f'{source}: blocks per stage {tuple(blocks)} match no ResNet depth ({STAGE_BLOCKS})'
+    )
   flags, archs = [], set()
   for stage, n in enumerate(blocks, start=1):
     stage_flags = []
@@ -98,19 +108,23 @@ def infer_model_config(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, 
   # the convention of the official configs (a temporal stem kernel comes with strides 2).
   default_stride_t = 2 if conv1_kernel[0] > 1 else 1
   config = get_model_config(arch)
-  config.update(dict(
+  config.update(
+    dict(
       depth=depth,
       base_channels=int(stem.shape[0]),
       num_classes=int(sd['cls_head.fc_cls.weight'].shape[0]),
       conv1_kernel=conv1_kernel,
       conv1_stride_t=meta_config_int(meta, 'conv1_stride_t') or default_stride_t,
       pool1_stride_t=meta_config_int(meta, 'pool1_stride_t') or default_stride_t,
-      inflate=tuple(flags)))
+      inflate=tuple(flags),
+    )
+  )
   return config
 
 
-def check_against(inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str,
-                  ignore: tuple[str, ...] = ()) -> None:
+def check_against(
+  inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str, ignore: tuple[str, ...] = ()
+) -> None:
   """Raises ArchitectureMismatchError listing each field of `ARCH_FIELDS` that differs."""
   diffs = []
   for field in (f for f in ARCH_FIELDS if f not in ignore):
@@ -126,8 +140,9 @@ def check_against(inferred: Mapping[str, Any], wanted: Mapping[str, Any], source
     if got != want:
       diffs.append(f'{field}: checkpoint {got}, config {want}')
   if diffs:
-    raise ArchitectureMismatchError(f'{source}: checkpoint does not match the given config:\n  '
-                     + '\n  '.join(diffs))
+    raise ArchitectureMismatchError(
+      f'{source}: checkpoint does not match the given config:\n  ' + '\n  '.join(diffs)
+    )
 
 
 def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
@@ -136,9 +151,12 @@ def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
   return {k: tuple(v.shape) for k, v in flat.items()}
 
 
-def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
-                            model_config: Mapping[str, Any], source: str = 'checkpoint',
-                            strict: bool = True) -> dict:
+def state_dict_to_variables(
+  state_dict: Mapping[str, np.ndarray],
+  model_config: Mapping[str, Any],
+  source: str = 'checkpoint',
+  strict: bool = True,
+) -> dict:
   """Converts a state dict to Flax variables of `model_config`.
 
   With `strict`, any missing, unexpected or shape-mismatched key raises CheckpointMismatchError
@@ -169,8 +187,11 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
       mismatched_leaves.add(leaf)
       continue
     flat[leaf] = array
-  missing = [keymap.flax_to_torch_key(k[0], k[1:]) for k in expected
-             if k not in flat and k not in mismatched_leaves]
+  missing = [
+    keymap.flax_to_torch_key(k[0], k[1:])
+    for k in expected
+    if k not in flat and k not in mismatched_leaves
+  ]
   if strict and (missing or unexpected or mismatched):
     raise CheckpointMismatchError(source, missing, unexpected, mismatched)
   return traverse_util.unflatten_dict(flat)
@@ -182,8 +203,9 @@ def _resolve_model_config(config) -> Mapping[str, Any] | None:
   return config.model if 'model' in config else config
 
 
-def import_mmaction2(path: str, config=None, strict: bool = True, any_num_classes: bool = False
-                     ) -> tuple[ml_collections.ConfigDict, dict]:
+def import_mmaction2(
+  path: str, config=None, strict: bool = True, any_num_classes: bool = False
+) -> tuple[ml_collections.ConfigDict, dict]:
   """Reads an MMAction2/CoST checkpoint and returns (model_config, variables).
 
   The architecture is inferred from the keys and shapes. When `config` (a full config or its
@@ -208,7 +230,8 @@ def variables_to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarra
   """Flax variables -> an MMAction2 state dict (torch layouts and key names), for export."""
   out = {}
   for (collection, *path), value in traverse_util.flatten_dict(
-      {k: variables[k] for k in ('params', 'batch_stats') if k in variables}).items():
+    {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
+  ).items():
     array = np.asarray(value)
     if path[-1] == 'kernel':
       if array.ndim == 5:

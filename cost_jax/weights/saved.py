@@ -29,8 +29,11 @@ def save_model(directory: str, model_config: Mapping[str, Any], variables: Mappi
   with open(os.path.join(directory, CONFIG_FILE), 'w') as f:
     json.dump({k: _plain(v) for k, v in dict(model_config).items()}, f, indent=2)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, VARIABLES_DIR),
-                      {k: variables[k] for k in ('params', 'batch_stats')}, force=True)
+    checkpointer.save(
+      os.path.join(directory, VARIABLES_DIR),
+      {k: variables[k] for k in ('params', 'batch_stats')},
+      force=True,
+    )
   return directory
 
 

@@ -27,8 +27,12 @@ from typing import IO, Any, Callable, Mapping
 import ml_dtypes
 import numpy as np
 
-__all__ = ['CheckpointFormatError', 'UnsafeCheckpointError', 'load_state_dict',
-           'load_torch_checkpoint']
+__all__ = [
+  'CheckpointFormatError',
+  'UnsafeCheckpointError',
+  'load_state_dict',
+  'load_torch_checkpoint',
+]
 
 
 class UnsafeCheckpointError(ValueError):
@@ -41,16 +45,24 @@ class CheckpointFormatError(ValueError):
 
 # Legacy typed-storage names as torch.save writes them -> numpy dtype of one element.
 _STORAGE_DTYPES = {
-    'DoubleStorage': np.float64, 'FloatStorage': np.float32, 'HalfStorage': np.float16,
-    'BFloat16Storage': ml_dtypes.bfloat16, 'LongStorage': np.int64, 'IntStorage': np.int32,
-    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
-    'BoolStorage': np.bool_, 'ComplexFloatStorage': np.complex64,
-    'ComplexDoubleStorage': np.complex128, 'UntypedStorage': np.uint8,
+  'DoubleStorage': np.float64,
+  'FloatStorage': np.float32,
+  'HalfStorage': np.float16,
+  'BFloat16Storage': ml_dtypes.bfloat16,
+  'LongStorage': np.int64,
+  'IntStorage': np.int32,
+  'ShortStorage': np.int16,
+  'CharStorage': np.int8,
+  'ByteStorage': np.uint8,
+  'BoolStorage': np.bool_,
+  'ComplexFloatStorage': np.complex64,
+  'ComplexDoubleStorage': np.complex128,
+  'UntypedStorage': np.uint8,
 }
 _RECORD_KEY = re.compile(r'[A-Za-z0-9_.-]+')
 _MODULE_PREFIX = re.compile(r'^module\.')
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.load's own test for the zip format.
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
@@ -65,6 +77,7 @@ def _short(x: Any) -> str:
 
 class _Sealed:
   """Base of the stand-ins: no `__dict__`, and the pickle's BUILD opcode is refused."""
+
   __slots__ = ()
 
   def __setstate__(self, state: Any) -> None:
@@ -73,6 +86,7 @@ class _Sealed:
 
 class _Callable(_Sealed):
   """An allow-listed global that the pickle may call (REDUCE); wraps a checked function."""
+
   __slots__ = ('name', 'fn')
 
   def __init__(self, name: str, fn: Callable[..., Any]):
@@ -87,6 +101,7 @@ class _Callable(_Sealed):
 
 class _StorageType(_Sealed):
   """Stand-in for `torch.FloatStorage` & co.: only names the element dtype."""
+
   __slots__ = ('name', 'dtype')
 
   def __init__(self, name: str, dtype: Any):
@@ -101,6 +116,7 @@ class _Storage(_Sealed):
 
   `array` is None during the first pass over a legacy pickle, whose data follows the pickle.
   """
+
   __slots__ = ('key', 'dtype', 'size', 'array')
 
   def __init__(self, key: str, dtype: np.dtype, size: int, array: np.ndarray | None = None):
@@ -112,6 +128,7 @@ class _Storage(_Sealed):
 
 class _DtypeSpec(_Sealed):
   """Stand-in for a pickled `numpy.dtype`; only plain numeric dtypes."""
+
   __slots__ = ('dtype',)
 
   def __init__(self, dtype: np.dtype):
@@ -119,8 +136,13 @@ class _DtypeSpec(_Sealed):
 
   def __setstate__(self, state: Any) -> None:
     # numpy pickles a dtype's state as (version, byteorder, subdtype, names, fields, ...).
-    if (not isinstance(state, tuple) or len(state) < 5 or state[0] not in (3, 4)
-        or state[1] not in ('<', '>', '|', '=') or any(s is not None for s in state[2:5])):
+    if (
+      not isinstance(state, tuple)
+      or len(state) < 5
+      or state[0] not in (3, 4)
+      or state[1] not in ('<', '>', '|', '=')
+      or any(s is not None for s in state[2:5])
+    ):
       raise UnsafeCheckpointError(f'unsupported numpy dtype state {_short(state)}')
     if state[1] in '<>':
       self.dtype = self.dtype.newbyteorder(state[1])
@@ -135,7 +157,8 @@ class _StateDict(collections.OrderedDict):
   def __setstate__(self, state: Any) -> None:
     if not isinstance(state, dict) or set(state) - {'_metadata'}:
       raise UnsafeCheckpointError(
-          f'BUILD on OrderedDict may only set _metadata, got {_short(state)}')
+        f'BUILD on OrderedDict may only set _metadata, got {_short(state)}'
+      )
     if '_metadata' in state:
       self._metadata = state['_metadata']
 
@@ -149,28 +172,44 @@ def _tensor_view(storage: Any, offset: Any, size: Any, stride: Any) -> np.ndarra
   """Copies the strided view `storage[offset:]` (torch semantics) into a new C-order array."""
   if not isinstance(storage, _Storage):
     raise CheckpointFormatError(f'tensor storage is {_short(storage)}, not a data record')
-  if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
-          and all(_is_int(s) and s >= 0 for s in size + stride)
-          and _is_int(offset) and offset >= 0):
+  if not (
+    isinstance(size, tuple)
+    and isinstance(stride, tuple)
+    and len(size) == len(stride)
+    and all(_is_int(s) and s >= 0 for s in size + stride)
+    and _is_int(offset)
+    and offset >= 0
+  ):
     raise CheckpointFormatError(
-        f'bad tensor geometry offset={_short(offset)} size={_short(size)} '
-        f'stride={_short(stride)}')
+      f'bad tensor geometry offset={_short(offset)} size={_short(size)} stride={_short(stride)}'
+    )
   if math.prod(size) == 0:
     return np.zeros(size, storage.dtype)
   last = offset + sum((n - 1) * s for n, s in zip(size, stride))
   if last >= storage.size:
     raise CheckpointFormatError(
-        f'tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of '
-        f'storage {storage.key}, which holds {storage.size}')
+      f'tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of '
+      f'storage {storage.key}, which holds {storage.size}'
+    )
   data = storage.array
   if data is None:  # First pass over a legacy pickle: geometry checked, data not read yet.
     return np.empty(0, storage.dtype)
   item = data.dtype.itemsize
-  view = np.ndarray(size, data.dtype, buffer=data, offset=offset * item,
-                    strides=tuple(s * item for s in stride))
+  view = np.ndarray(
+    size, data.dtype, buffer=data, offset=offset * item, strides=tuple(s * item for s in stride)
+  )
   return np.array(view, order='C', copy=True)
-def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
-                       hooks: Any, metadata: Any = None) -> np.ndarray:
+
+
+def _rebuild_tensor_v2(
+  storage: Any,
+  offset: Any,
+  size: Any,
+  stride: Any,
+  requires_grad: Any,
+  hooks: Any,
+  metadata: Any = None,
+) -> np.ndarray:
   del requires_grad, metadata  # Autograd flags and tensor metadata have no numpy meaning.
   _check_hooks(hooks)
   return _tensor_view(storage, offset, size, stride)
@@ -222,6 +261,7 @@ def _collection(kind: type) -> Callable[..., Any]:
     if not isinstance(items, (list, tuple)):
       raise UnsafeCheckpointError(f'{kind.__name__}() from {_short(items)} is not plain data')
     return kind(items)
+
   return build
 
 
@@ -250,22 +290,26 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
   """(module, name) -> stand-in for every global a tensor checkpoint may reference."""
   table: dict[tuple[str, str], Any] = {('collections', 'OrderedDict'): _StateDict}
   calls = {
-      ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
-      ('torch._utils', '_rebuild_tensor'): _tensor_view,
-      ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
-      ('torch', 'Size'): _torch_size,
-      ('_codecs', 'encode'): _codecs_encode,
-      ('numpy', 'dtype'): _numpy_dtype,
-      ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
-      ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_tensor'): _tensor_view,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('torch', 'Size'): _torch_size,
+    ('_codecs', 'encode'): _codecs_encode,
+    ('numpy', 'dtype'): _numpy_dtype,
+    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
+    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
   }
   # Protocol 2 pickles written by Python 3 name the builtins module '__builtin__'.
   for module in ('builtins', '__builtin__'):
-    calls.update({
-        (module, 'set'): _collection(set), (module, 'frozenset'): _collection(frozenset),
-        (module, 'bytes'): _bytes, (module, 'bytearray'): _bytearray,
+    calls.update(
+      {
+        (module, 'set'): _collection(set),
+        (module, 'frozenset'): _collection(frozenset),
+        (module, 'bytes'): _bytes,
+        (module, 'bytearray'): _bytearray,
         (module, 'complex'): _complex,
-    })
+      }
+    )
   for (module, name), fn in calls.items():
     table[module, name] = _Callable(f'{module}.{name}', fn)
   for name, dtype in _STORAGE_DTYPES.items():
@@ -302,13 +346,19 @@ class _Storages:
     self._views: dict[str, tuple[str, int, _Storage]] = {}
 
   def __call__(self, pid: Any) -> _Storage:
-    if not (isinstance(pid, tuple) and len(pid) == (6 if self._legacy else 5)
-            and pid[0] == 'storage'):
+    if not (
+      isinstance(pid, tuple) and len(pid) == (6 if self._legacy else 5) and pid[0] == 'storage'
+    ):
       raise CheckpointFormatError(f'unsupported persistent id {_short(pid)}')
     _, storage_type, key, location, numel = pid[:5]
-    if not (isinstance(storage_type, _StorageType) and isinstance(key, str)
-            and _RECORD_KEY.fullmatch(key) and isinstance(location, str)
-            and _is_int(numel) and numel >= 0):
+    if not (
+      isinstance(storage_type, _StorageType)
+      and isinstance(key, str)
+      and _RECORD_KEY.fullmatch(key)
+      and isinstance(location, str)
+      and _is_int(numel)
+      and numel >= 0
+    ):
       raise CheckpointFormatError(f'bad storage reference {_short(pid)}')
     root = self._root(key, storage_type.dtype, numel)
     view = pid[5] if self._legacy else None
@@ -325,27 +375,33 @@ class _Storages:
       raw = self._read_record(key)
       if len(raw) != numel * dtype.itemsize:
         raise CheckpointFormatError(
-            f'record data/{key} has {len(raw)} bytes, expected {numel} x {dtype.itemsize}')
+          f'record data/{key} has {len(raw)} bytes, expected {numel} x {dtype.itemsize}'
+        )
       array = _decode_storage(raw, dtype, self._swap)
     self.roots[key] = _Storage(key, dtype, numel, array)
     return self.roots[key]
 
   def _view(self, root: _Storage, view: Any) -> _Storage:
     """A legacy storage view: `numel` elements of `root` from element `offset` on."""
-    if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
-            and all(_is_int(v) and v >= 0 for v in view[1:])):
+    if not (
+      isinstance(view, tuple)
+      and len(view) == 3
+      and isinstance(view[0], str)
+      and all(_is_int(v) and v >= 0 for v in view[1:])
+    ):
       raise CheckpointFormatError(f'bad storage view {_short(view)} of storage {root.key}')
     key, offset, numel = view
     if offset + numel > root.size:
       raise CheckpointFormatError(
-          f'storage view {key} (offset {offset}, {numel} elements) runs past storage '
-          f'{root.key}, which holds {root.size}')
+        f'storage view {key} (offset {offset}, {numel} elements) runs past storage '
+        f'{root.key}, which holds {root.size}'
+      )
     cached = self._views.get(key)
     if cached is not None:
       if cached[:2] != (root.key, offset) or cached[2].size != numel:
         raise CheckpointFormatError(f'storage view {key} is defined twice, differently')
       return cached[2]
-    array = None if root.array is None else root.array[offset:offset + numel]
+    array = None if root.array is None else root.array[offset : offset + numel]
     self._views[key] = (root.key, offset, _Storage(key, root.dtype, numel, array))
     return self._views[key][2]
 
@@ -361,7 +417,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     found = _ALLOWED_GLOBALS.get((module, name))
     if found is None:
       raise UnsafeCheckpointError(
-          f'refused global {module}.{name}: not on the allow-list of a tensor checkpoint')
+        f'refused global {module}.{name}: not on the allow-list of a tensor checkpoint'
+      )
     return found
 
   def persistent_load(self, pid: Any) -> _Storage:
@@ -373,7 +430,8 @@ class _PlainUnpickler(pickle.Unpickler):
 
   def find_class(self, module: str, name: str) -> Any:
     raise UnsafeCheckpointError(
-        f'refused global {module}.{name} in a legacy header pickle, which holds plain values only')
+      f'refused global {module}.{name} in a legacy header pickle, which holds plain values only'
+    )
 
   def persistent_load(self, pid: Any) -> Any:
     raise CheckpointFormatError(f'persistent id {_short(pid)} in a legacy header pickle')
@@ -397,12 +455,14 @@ def _unpickle(unpickler: pickle.Unpickler, what: str) -> Any:
 
 def _archive_prefix(zf: zipfile.ZipFile) -> str:
   """The archive's root folder: torch.save writes `<root>/data.pkl`."""
-  roots = [n[:-len('/data.pkl')] for n in zf.namelist()
-           if n.endswith('/data.pkl') and n.count('/') == 1]
+  roots = [
+    n[: -len('/data.pkl')] for n in zf.namelist() if n.endswith('/data.pkl') and n.count('/') == 1
+  ]
   if len(roots) != 1:
     raise CheckpointFormatError(
-        f'expected one <archive>/data.pkl record in the zip, found {len(roots)} '
-        f'(members: {_short(zf.namelist()[:5])})')
+      f'expected one <archive>/data.pkl record in the zip, found {len(roots)} '
+      f'(members: {_short(zf.namelist()[:5])})'
+    )
   return roots[0]
 
 
@@ -438,23 +498,27 @@ def _legacy_header(buf: io.BytesIO) -> None:
   if not _is_int(magic) or magic != _LEGACY_MAGIC:
     shown = hex(magic) if _is_int(magic) else _short(magic)
     raise CheckpointFormatError(
-        f'{not_torch}: wrong magic number {shown} (expected {_LEGACY_MAGIC:#x})')
+      f'{not_torch}: wrong magic number {shown} (expected {_LEGACY_MAGIC:#x})'
+    )
   version = _unpickle(_PlainUnpickler(buf), 'protocol version')
   if not _is_int(version) or version != _LEGACY_PROTOCOL:
     raise CheckpointFormatError(
-        f'unknown legacy protocol version {_short(version)} (expected {_LEGACY_PROTOCOL})')
+      f'unknown legacy protocol version {_short(version)} (expected {_LEGACY_PROTOCOL})'
+    )
   sys_info = _unpickle(_PlainUnpickler(buf), 'sys_info pickle')
   if not (isinstance(sys_info, dict) and isinstance(sys_info.get('little_endian'), bool)):
     raise CheckpointFormatError(f'bad sys_info {_short(sys_info)}: no little_endian flag')
   if not sys_info['little_endian']:
     # torch versions differ in the byte order they wrote there: native, little, or a mix.
     raise CheckpointFormatError(
-        'written on a big-endian machine (sys_info little_endian=False), where the storage '
-        'byte order depends on the torch version; re-save it on a little-endian machine')
+      'written on a big-endian machine (sys_info little_endian=False), where the storage '
+      'byte order depends on the torch version; re-save it on a little-endian machine'
+    )
 
 
-def _legacy_records(data: bytes, pos: int, keys: Any,
-                    roots: Mapping[str, _Storage]) -> dict[str, memoryview]:
+def _legacy_records(
+  data: bytes, pos: int, keys: Any, roots: Mapping[str, _Storage]
+) -> dict[str, memoryview]:
   """Slices each listed storage's bytes from the data section that starts at `pos`."""
   if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
     raise CheckpointFormatError(f'storage key list is {_short(keys)}, not a list of strings')
@@ -468,24 +532,28 @@ def _legacy_records(data: bytes, pos: int, keys: Any,
       raise CheckpointFormatError(f'storage key {key!r} is listed twice')
     if pos + 8 > len(data):
       raise CheckpointFormatError(
-          f'file is truncated before the data of storage {key} ({i + 1} of {len(keys)})')
-    count = int.from_bytes(data[pos:pos + 8], 'little', signed=True)
+        f'file is truncated before the data of storage {key} ({i + 1} of {len(keys)})'
+      )
+    count = int.from_bytes(data[pos : pos + 8], 'little', signed=True)
     if count != storage.size:
       raise CheckpointFormatError(
-          f'storage {key} has {count} elements in the data section, {storage.size} in the pickle')
+        f'storage {key} has {count} elements in the data section, {storage.size} in the pickle'
+      )
     nbytes = count * storage.dtype.itemsize
     pos += 8
     if pos + nbytes > len(data):
       raise CheckpointFormatError(
-          f'file is truncated inside storage {key} ({i + 1} of {len(keys)}): short storage data, '
-          f'{len(data) - pos} of {nbytes} bytes')
-    records[key] = whole[pos:pos + nbytes]
+        f'file is truncated inside storage {key} ({i + 1} of {len(keys)}): short storage data, '
+        f'{len(data) - pos} of {nbytes} bytes'
+      )
+    records[key] = whole[pos : pos + nbytes]
     pos += nbytes
   missing = [k for k in roots if k not in records]
   if missing:
     raise CheckpointFormatError(
-        f'storage key {missing[0]!r} used by the pickle is missing from the storage key list '
-        f'({len(missing)} missing)')
+      f'storage key {missing[0]!r} used by the pickle is missing from the storage key list '
+      f'({len(missing)} missing)'
+    )
   return records
 
 
@@ -537,8 +605,9 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
     if head.startswith(_ZIP_MAGIC):
       return _load_zip(path)
     if _is_tar(head):
-      raise CheckpointFormatError('the oldest, tar-based torch.save format is not supported; '
-                                  're-save it with a newer torch')
+      raise CheckpointFormatError(
+        'the oldest, tar-based torch.save format is not supported; re-save it with a newer torch'
+      )
     return _load_legacy(path)
   except UnsafeCheckpointError as e:
     raise UnsafeCheckpointError(f'{path}: {e}') from e
@@ -574,7 +643,8 @@ def _split_checkpoint(obj: Any, path: str) -> tuple[Any, dict]:
     return obj, {}
   keys = _short(list(obj)[:5]) if isinstance(obj, dict) else type(obj).__name__
   raise CheckpointFormatError(
-      f"{path}: neither {{'state_dict': ...}} nor a mapping of tensors (top level: {keys})")
+    f"{path}: neither {{'state_dict': ...}} nor a mapping of tensors (top level: {keys})"
+  )
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict]:
@@ -604,10 +674,12 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
   for key, value in state.items():
     if not isinstance(key, str) or not isinstance(value, np.ndarray):
       raise CheckpointFormatError(
-          f'{path}: state_dict entry {_short(key)} is {type(value).__name__}, not a tensor')
+        f'{path}: state_dict entry {_short(key)} is {type(value).__name__}, not a tensor'
+      )
     name = _MODULE_PREFIX.sub('', key)
     if name in out:
-      raise CheckpointFormatError(f'{path}: key {key!r} collides with {name!r} after '
-                                  'stripping the module. prefix')
+      raise CheckpointFormatError(
+        f'{path}: key {key!r} collides with {name!r} after stripping the module. prefix'
+      )
     out[name] = value
   return out, meta

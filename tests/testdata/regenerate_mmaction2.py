@@ -62,23 +62,59 @@ INPUT_SHAPE = (2, 3, 8, 64, 64)
 STAGES = ('maxpool', 'layer1', 'layer2', 'layer3')
 I3D_INFLATE = ((0, 1, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (1, 0, 1))
 # (parameter count, state tensors) that the README documents: a check on the configs.
-EXPECTED_COUNTS = {'c2d': (376722, 320), 'i3d': (449938, 320), 'costa': (377514, 328),
-                   'costb': (388634, 336)}
+EXPECTED_COUNTS = {
+  'c2d': (376722, 320),
+  'i3d': (449938, 320),
+  'costa': (377514, 328),
+  'costb': (388634, 336),
+}
 TORCHVISION_STAND_IN_VERSION = '0.13.0'  # what the CoST release was installed with
 NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 COST_LAYER_IN_SHAPE = (2, 5, 5, 9, 8)
 COST_LAYER_STRIDES = {'s111': (1, 1, 1), 's122': (1, 2, 2), 's222': (2, 2, 2)}
-RESIZE_CASES = ((240, 320), (256, 340), (360, 480), (480, 640), (720, 1280), (1080, 1920),
-                (256, 256), (320, 240), (480, 270), (100, 200), (300, 301), (512, 3), (3, 512),
-                (255, 257), (171, 128), (90, 160))
-CENTER_CROP_CASES = ((256, 341), (256, 256), (341, 256), (224, 224), (256, 455), (300, 301),
-                     (225, 301), (256, 1000), (200, 300))
-THREE_CROP_CASES = ((256, 341), (341, 256), (256, 256), (256, 455), (256, 257), (257, 256),
-                    (256, 258))
+RESIZE_CASES = (
+  (240, 320),
+  (256, 340),
+  (360, 480),
+  (480, 640),
+  (720, 1280),
+  (1080, 1920),
+  (256, 256),
+  (320, 240),
+  (480, 270),
+  (100, 200),
+  (300, 301),
+  (512, 3),
+  (3, 512),
+  (255, 257),
+  (171, 128),
+  (90, 160),
+)
+CENTER_CROP_CASES = (
+  (256, 341),
+  (256, 256),
+  (341, 256),
+  (224, 224),
+  (256, 455),
+  (300, 301),
+  (225, 301),
+  (256, 1000),
+  (200, 300),
+)
+THREE_CROP_CASES = (
+  (256, 341),
+  (341, 256),
+  (256, 256),
+  (256, 455),
+  (256, 257),
+  (257, 256),
+  (256, 258),
+)
 VIDEO_SHAPE = (13, 24, 40, 3)
 
 
 # The stack.
+
 
 def _install_torchvision_stand_in() -> None:
   """Puts a minimal `torchvision` in sys.modules; any real use of it fails loudly.
@@ -91,8 +127,10 @@ def _install_torchvision_stand_in() -> None:
     return
 
   def refuse(name: str) -> Any:
-    raise AttributeError(f'torchvision.{name}: torchvision is a stand-in in '
-                         'regenerate_mmaction2.py; this code path needs the real package')
+    raise AttributeError(
+      f'torchvision.{name}: torchvision is a stand-in in '
+      'regenerate_mmaction2.py; this code path needs the real package'
+    )
 
   for name in ('torchvision', 'torchvision.models'):
     module = types.ModuleType(name)
@@ -114,29 +152,39 @@ def import_stack(cost_repo: str) -> dict[str, str]:
   import cost  # registers ResNet3dCoST, CoSTa and CoSTb
   import mmaction
   import mmcv
+
   if not os.path.abspath(cost.__file__).startswith(os.path.abspath(cost_repo)):
     raise SystemExit(f'imported cost from {cost.__file__}, not from {cost_repo}')
   if (mmcv.__version__, mmaction.__version__) != ('1.6.1', '0.24.1'):
-    raise SystemExit(f'need mmcv 1.6.1 and mmaction2 0.24.1, have {mmcv.__version__} and '
-                     f'{mmaction.__version__} (see requirements-mmaction2.txt)')
-  return {'torch': torch.__version__, 'mmcv': mmcv.__version__,
-          'mmaction2': mmaction.__version__, 'numpy': np.__version__,
-          'cost': f'{cost.__version__} ({_git_head(cost_repo)})'}
+    raise SystemExit(
+      f'need mmcv 1.6.1 and mmaction2 0.24.1, have {mmcv.__version__} and '
+      f'{mmaction.__version__} (see requirements-mmaction2.txt)'
+    )
+  return {
+    'torch': torch.__version__,
+    'mmcv': mmcv.__version__,
+    'mmaction2': mmaction.__version__,
+    'numpy': np.__version__,
+    'cost': f'{cost.__version__} ({_git_head(cost_repo)})',
+  }
 
 
 def _git_head(repo: str) -> str:
   try:
-    return subprocess.run(['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return subprocess.run(
+      ['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return 'unknown commit'
 
 
 # Models.
 
+
 def model_config(arch: str, cost_repo: str) -> dict[str, Any]:
   """The official base config (c2d or i3d) at width 8 with 10 classes, CoST styles from i3d."""
   from mmcv import Config
+
   base = 'c2d_r50_8f.py' if arch == 'c2d' else 'i3d_r50_8f.py'
   model = Config.fromfile(os.path.join(cost_repo, 'configs', '_base_', 'models', base)).model
   model = _plain(model.to_dict())
@@ -175,6 +223,7 @@ def _tuples(value: Any) -> Any:
 
 def build(config: dict[str, Any]) -> nn.Module:
   from mmaction.models import build_model
+
   return build_model(copy.deepcopy(config))
 
 
@@ -182,6 +231,7 @@ def _value_kind(model: nn.Module, key: str) -> str:
   """Which random distribution a state_dict entry gets (see `draw`)."""
   from cost.models.common import CoSTa, CoSTb
   from torch.nn.modules.batchnorm import _BatchNorm
+
   prefix, _, name = key.rpartition('.')
   module, owner = model.get_submodule(prefix), prefix.rpartition('.')[2]
   if isinstance(module, _BatchNorm):
@@ -237,12 +287,19 @@ def randomize(model: nn.Module, seed: int) -> collections.OrderedDict:
   return state
 
 
-def save_checkpoint(path: str, arch: str, config: dict[str, Any], state: dict,
-                    versions: dict[str, str]) -> None:
-  meta = {'mmaction2_version': versions['mmaction2'], 'mmcv_version': versions['mmcv'],
-          'arch': arch, 'depth': DEPTH, 'base_channels': BASE_CHANNELS,
-          'num_classes': NUM_CLASSES, 'note': 'random non-trivial weights (not trained)',
-          'config': pprint.pformat({'model': config})}
+def save_checkpoint(
+  path: str, arch: str, config: dict[str, Any], state: dict, versions: dict[str, str]
+) -> None:
+  meta = {
+    'mmaction2_version': versions['mmaction2'],
+    'mmcv_version': versions['mmcv'],
+    'arch': arch,
+    'depth': DEPTH,
+    'base_channels': BASE_CHANNELS,
+    'num_classes': NUM_CLASSES,
+    'note': 'random non-trivial weights (not trained)',
+    'config': pprint.pformat({'model': config}),
+  }
   torch.save({'meta': meta, 'state_dict': state}, path)
 
 
@@ -251,6 +308,7 @@ def count(model: nn.Module) -> tuple[int, int]:
 
 
 # Forward passes.
+
 
 @contextlib.contextmanager
 def stage_outputs(model: nn.Module) -> Iterator[dict[str, np.ndarray]]:
@@ -276,14 +334,18 @@ def eval_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
     logits = model.cls_head(feat)
   with torch.no_grad():
     test_score = model(x[None], return_loss=False)  # Recognizer3D: (videos, clips, ...)
-  out = {'eval_feat': feat.numpy(), 'eval_logits': logits.numpy(),
-         'eval_test_score': np.asarray(test_score, np.float32)}
+  out = {
+    'eval_feat': feat.numpy(),
+    'eval_logits': logits.numpy(),
+    'eval_test_score': np.asarray(test_score, np.float32),
+  }
   out.update({f'eval_stage_{name}': stages[name] for name in STAGES})
   return out
 
 
-def train_outputs(model: nn.Module, state: dict, x: torch.Tensor,
-                  labels: np.ndarray) -> dict[str, np.ndarray]:
+def train_outputs(
+  model: nn.Module, state: dict, x: torch.Tensor, labels: np.ndarray
+) -> dict[str, np.ndarray]:
   """Train mode (batch-statistics BN, head dropout off): outputs, loss and updated BN buffers."""
   model.load_state_dict(state, strict=True)
   model.train()
@@ -292,18 +354,22 @@ def train_outputs(model: nn.Module, state: dict, x: torch.Tensor,
     feat = model.extract_feat(x)
     logits = model.cls_head(feat)
     loss = model.cls_head.loss(logits, torch.from_numpy(labels))['loss_cls']
-  out = {'train_feat': feat.numpy(), 'train_logits': logits.numpy(), 'train_labels': labels,
-         'train_loss_cls': np.asarray(loss.numpy(), np.float32)}
+  out = {
+    'train_feat': feat.numpy(),
+    'train_logits': logits.numpy(),
+    'train_labels': labels,
+    'train_loss_cls': np.asarray(loss.numpy(), np.float32),
+  }
   for key, tensor in model.state_dict().items():
     if key.endswith(('running_mean', 'running_var', 'num_batches_tracked')):
       out[f'train_bn_after:{key}'] = tensor.numpy().copy()
   return out
 
 
-def check_reload(config: dict[str, Any], path: str, x: torch.Tensor,
-                 logits: np.ndarray) -> None:
+def check_reload(config: dict[str, Any], path: str, x: torch.Tensor, logits: np.ndarray) -> None:
   """The saved .pth, loaded by mmcv into a fresh model, gives the same eval logits, bit for bit."""
   from mmcv.runner import load_checkpoint
+
   model = build(config)
   load_checkpoint(model, path, map_location='cpu', strict=True)
   model.eval()
@@ -313,16 +379,18 @@ def check_reload(config: dict[str, Any], path: str, x: torch.Tensor,
     raise AssertionError(f'{path}: reloaded model gives other logits')
 
 
-def run_arch(arch: str, cost_repo: str, out_dir: str, x: torch.Tensor,
-             versions: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def run_arch(
+  arch: str, cost_repo: str, out_dir: str, x: torch.Tensor, versions: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Builds, randomizes, saves and runs one arch; returns its manifest entry and io arrays."""
   config = model_config(arch, cost_repo)
   torch.manual_seed(SEEDS[arch])
   model = build(config)
   n_params, n_state = count(model)
   if (n_params, n_state) != EXPECTED_COUNTS[arch]:
-    raise AssertionError(f'{arch}: {n_params} parameters, {n_state} tensors; '
-                         f'expected {EXPECTED_COUNTS[arch]}')
+    raise AssertionError(
+      f'{arch}: {n_params} parameters, {n_state} tensors; expected {EXPECTED_COUNTS[arch]}'
+    )
   state = randomize(model, SEEDS[arch])
   path = os.path.join(out_dir, f'{arch}.pth')
   save_checkpoint(path, arch, config, state, versions)
@@ -330,15 +398,26 @@ def run_arch(arch: str, cost_repo: str, out_dir: str, x: torch.Tensor,
   check_reload(config, path, x, io['eval_logits'])
   labels = np.random.RandomState(SEEDS[arch] + 1000).randint(0, NUM_CLASSES, 2).astype(np.int64)
   io.update(train_outputs(model, state, x, labels))
-  entry = {'depth': DEPTH, 'config': config, 'n_params': n_params, 'n_state_tensors': n_state,
-           'io': {'io': {'input_shape': list(x.shape), 'feat_shape': list(io['eval_feat'].shape),
-                         'logits_shape': list(io['eval_logits'].shape),
-                         'eval_logits_absmax': float(np.abs(io['eval_logits']).max()),
-                         'train_loss_cls': float(io['train_loss_cls'])}}}
+  entry = {
+    'depth': DEPTH,
+    'config': config,
+    'n_params': n_params,
+    'n_state_tensors': n_state,
+    'io': {
+      'io': {
+        'input_shape': list(x.shape),
+        'feat_shape': list(io['eval_feat'].shape),
+        'logits_shape': list(io['eval_logits'].shape),
+        'eval_logits_absmax': float(np.abs(io['eval_logits']).max()),
+        'train_loss_cls': float(io['train_loss_cls']),
+      }
+    },
+  }
   return entry, io
 
 
 # The 2-D ResNet and mmaction2's inflation.
+
 
 def resnet2d_layout(width: int = BASE_CHANNELS) -> list[tuple[str, tuple[int, ...], str]]:
   """(key, shape, kind) of a torchvision ResNet-50 state_dict at the given stem width."""
@@ -353,7 +432,7 @@ def resnet2d_layout(width: int = BASE_CHANNELS) -> list[tuple[str, tuple[int, ..
   conv_bn('conv1', 'bn1', width, 3, 7)
   inplanes = width
   for stage, blocks in enumerate((3, 4, 6, 3)):
-    planes = width * 2 ** stage
+    planes = width * 2**stage
     for block in range(blocks):
       p = f'layer{stage + 1}.{block}'
       conv_bn(f'{p}.conv1', f'{p}.bn1', planes, inplanes, 1)
@@ -370,7 +449,8 @@ def resnet2d_layout(width: int = BASE_CHANNELS) -> list[tuple[str, tuple[int, ..
 def write_resnet2d(path: str) -> collections.OrderedDict:
   rng = np.random.RandomState(RESNET2D_SEED)
   state = collections.OrderedDict(
-      (key, torch.from_numpy(draw(rng, kind, shape))) for key, shape, kind in resnet2d_layout())
+    (key, torch.from_numpy(draw(rng, kind, shape))) for key, shape, kind in resnet2d_layout()
+  )
   torch.save(state, path)
   return state
 
@@ -382,6 +462,7 @@ def recording_inflation(records: list) -> Iterator[None]:
   The wrappers call mmaction2's own helpers unchanged and only observe what they copied.
   """
   from mmaction.models.backbones.resnet3d import ResNet3d
+
   names = ('_inflate_conv_params', '_inflate_bn_params')
   originals = {name: ResNet3d.__dict__[name] for name in names}
 
@@ -390,6 +471,7 @@ def recording_inflation(records: list) -> Iterator[None]:
       start = len(inflated_names)
       fn(module3d, state_dict_2d, name_2d, inflated_names)
       records.append((module3d, name_2d, list(inflated_names[start:])))
+
     return staticmethod(wrapped)
 
   try:
@@ -413,7 +495,7 @@ def inflate(arch: str, cost_repo: str, resnet2d_path: str) -> tuple[dict, dict[s
   from_2d = {}
   for module3d, name_2d, keys_2d in records:
     for key_2d in keys_2d:
-      from_2d[qualified[id(module3d)] + key_2d[len(name_2d):]] = key_2d
+      from_2d[qualified[id(module3d)] + key_2d[len(name_2d) :]] = key_2d
   return model.backbone.state_dict(), from_2d
 
 
@@ -437,9 +519,11 @@ def run_inflation(cost_repo: str, out_dir: str) -> tuple[dict, dict[str, dict[st
     state3d, from_2d = inflate(arch, cost_repo, path)
     check_inflation(state3d, state2d, from_2d)
     used = set(from_2d.values())
-    report[arch] = {'from_2d': from_2d,
-                    'kept_at_init': [k for k in state3d if k not in from_2d],
-                    'unused_2d_keys': [k for k in state2d if k not in used]}
+    report[arch] = {
+      'from_2d': from_2d,
+      'kept_at_init': [k for k in state3d if k not in from_2d],
+      'unused_2d_keys': [k for k in state2d if k not in used],
+    }
     tensors[arch] = {k: v.numpy().copy() for k, v in state3d.items() if k in from_2d}
   return report, tensors
 
@@ -451,8 +535,10 @@ def merge_inflated(tensors: dict[str, dict[str, np.ndarray]]) -> dict[str, np.nd
   for key in keys:
     values = {arch: tensors[arch][key] for arch in ARCHS if key in tensors[arch]}
     first = next(iter(values.values()))
-    if all(v.dtype == first.dtype and v.shape == first.shape and np.array_equal(v, first)
-           for v in values.values()):
+    if all(
+      v.dtype == first.dtype and v.shape == first.shape and np.array_equal(v, first)
+      for v in values.values()
+    ):
       merged[key] = first
     else:
       merged.update({f'{arch}/{key}': v for arch, v in values.items()})
@@ -461,10 +547,12 @@ def merge_inflated(tensors: dict[str, dict[str, np.ndarray]]) -> dict[str, np.nd
 
 # Stand-alone CoST layers.
 
+
 def cost_layer_cases(rng: np.random.RandomState) -> tuple[dict[str, np.ndarray], list[dict]]:
   """CoSTa/CoSTb (5 -> 6 channels, k 3, padding 1, bias) at three strides: views and outputs."""
   from cost.models.common import CoSTa, CoSTb
   from cost.models.common.conv_cost import conv3v
+
   arrays, cases = {}, []
   for cls in (CoSTa, CoSTb):
     for suffix, stride in COST_LAYER_STRIDES.items():
@@ -472,33 +560,54 @@ def cost_layer_cases(rng: np.random.RandomState) -> tuple[dict[str, np.ndarray],
       layer = cls(5, 6, kernel_size=3, stride=stride, padding=1, bias=True)
       x = torch.from_numpy(rng.standard_normal(COST_LAYER_IN_SHAPE).astype(np.float32))
       arrays[f'{tag}:input'] = x.numpy()
-      for key, value in randomize(layer, rng.randint(2 ** 31)).items():
+      for key, value in randomize(layer, rng.randint(2**31)).items():
         arrays[f'{tag}:param:{key}'] = value.numpy()
       with torch.no_grad():
-        views = conv3v(x, layer.weight, layer.stride, layer.padding, layer.dilation,
-                       layer.groups)
+        views = conv3v(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
         output = layer(x)
       for name, view in zip(('hw', 'tw', 'th'), views):
         arrays[f'{tag}:view_{name}'] = view.numpy()
       arrays[f'{tag}:output'] = output.numpy()
-      cases.append({'tag': tag, 'cls': cls.__name__, 'in_channels': 5, 'out_channels': 6,
-                    'kernel_size': 3, 'stride': list(stride), 'padding': 1, 'bias': True,
-                    'input_shape': list(x.shape), 'output_shape': list(output.shape)})
+      cases.append(
+        {
+          'tag': tag,
+          'cls': cls.__name__,
+          'in_channels': 5,
+          'out_channels': 6,
+          'kernel_size': 3,
+          'stride': list(stride),
+          'padding': 1,
+          'bias': True,
+          'input_shape': list(x.shape),
+          'output_shape': list(output.shape),
+        }
+      )
   return arrays, cases
 
 
 # The data pipeline.
 
+
 def pipeline_step(cfg: dict[str, Any]) -> Callable[[dict], dict]:
   from mmaction.datasets.builder import PIPELINES
   from mmcv.utils import build_from_cfg
+
   return build_from_cfg(dict(cfg), PIPELINES)
 
 
-def sample(total: int, clip_len: int, interval: int, num_clips: int, start_index: int = 0,
-           **kwargs: Any) -> list[int]:
-  step = pipeline_step(dict(type='SampleFrames', clip_len=clip_len, frame_interval=interval,
-                            num_clips=num_clips, test_mode=True, **kwargs))
+def sample(
+  total: int, clip_len: int, interval: int, num_clips: int, start_index: int = 0, **kwargs: Any
+) -> list[int]:
+  step = pipeline_step(
+    dict(
+      type='SampleFrames',
+      clip_len=clip_len,
+      frame_interval=interval,
+      num_clips=num_clips,
+      test_mode=True,
+      **kwargs,
+    )
+  )
   return [int(i) for i in step(dict(total_frames=total, start_index=start_index))['frame_inds']]
 
 
@@ -509,12 +618,29 @@ def sample_frames_cases() -> list[dict[str, Any]]:
     for interval in (1, 2, 3, 8):
       for num_clips in (1, 2, 10):
         span = clip_len * interval
-        totals = {1, 2, clip_len - 1, clip_len, clip_len + 1, span - 1, span, span + 1,
-                  span + num_clips - 1, 2 * span + 3, 300}
+        totals = {
+          1,
+          2,
+          clip_len - 1,
+          clip_len,
+          clip_len + 1,
+          span - 1,
+          span,
+          span + 1,
+          span + num_clips - 1,
+          2 * span + 3,
+          300,
+        }
         for total in sorted(t for t in totals if t >= 1):
-          cases.append({'total_frames': total, 'clip_len': clip_len, 'frame_interval': interval,
-                        'num_clips': num_clips,
-                        'frame_inds': sample(total, clip_len, interval, num_clips)})
+          cases.append(
+            {
+              'total_frames': total,
+              'clip_len': clip_len,
+              'frame_interval': interval,
+              'num_clips': num_clips,
+              'frame_inds': sample(total, clip_len, interval, num_clips),
+            }
+          )
   return cases
 
 
@@ -525,11 +651,19 @@ def sample_frames_extra() -> list[dict[str, Any]]:
   for total in (1, 5, 63, 64, 192):
     for num_clips in (1, 3):
       for start_index, oob, twice in variants:
-        inds = sample(total, 8, 8, num_clips, start_index, out_of_bound_opt=oob,
-                      twice_sample=twice)
-        cases.append({'total_frames': total, 'clip_len': 8, 'frame_interval': 8,
-                      'num_clips': num_clips, 'start_index': start_index,
-                      'out_of_bound_opt': oob, 'twice_sample': twice, 'frame_inds': inds})
+        inds = sample(total, 8, 8, num_clips, start_index, out_of_bound_opt=oob, twice_sample=twice)
+        cases.append(
+          {
+            'total_frames': total,
+            'clip_len': 8,
+            'frame_interval': 8,
+            'num_clips': num_clips,
+            'start_index': start_index,
+            'out_of_bound_opt': oob,
+            'twice_sample': twice,
+            'frame_inds': inds,
+          }
+        )
   return cases
 
 
@@ -543,8 +677,13 @@ def resize_cases() -> list[dict[str, Any]]:
   for hw in RESIZE_CASES:
     r = step(dict(imgs=_frames(hw), img_shape=hw, modality='RGB'))
     assert tuple(r['imgs'][0].shape[:2]) == tuple(r['img_shape'])
-    cases.append({'in_hw': list(hw), 'out_hw': [int(v) for v in r['img_shape']],
-                  'scale_factor_wh': [float(v) for v in r['scale_factor']]})
+    cases.append(
+      {
+        'in_hw': list(hw),
+        'out_hw': [int(v) for v in r['img_shape']],
+        'scale_factor_wh': [float(v) for v in r['scale_factor']],
+      }
+    )
   return cases
 
 
@@ -553,9 +692,14 @@ def center_crop_cases() -> list[dict[str, Any]]:
   cases = []
   for hw in CENTER_CROP_CASES:
     r = step(dict(imgs=_frames(hw), img_shape=hw, modality='RGB'))
-    cases.append({'in_hw': list(hw), 'crop_bbox_xyxy': [int(v) for v in r['crop_bbox']],
-                  'reported_img_shape': [int(v) for v in r['img_shape']],
-                  'actual_array_hw': list(r['imgs'][0].shape[:2])})
+    cases.append(
+      {
+        'in_hw': list(hw),
+        'crop_bbox_xyxy': [int(v) for v in r['crop_bbox']],
+        'reported_img_shape': [int(v) for v in r['img_shape']],
+        'actual_array_hw': list(r['imgs'][0].shape[:2]),
+      }
+    )
   return cases
 
 
@@ -565,21 +709,34 @@ def three_crop_cases(n_frames: int = 2) -> list[dict[str, Any]]:
   for hw in THREE_CROP_CASES:
     r = step(dict(imgs=_frames(hw, n_frames), img_shape=hw, modality='RGB'))
     boxes = r['crop_bbox'][::n_frames]  # one box per frame, crop-major
-    cases.append({'in_hw': list(hw), 'n_frames': n_frames,
-                  'crop_bboxes_xyxy': [[int(v) for v in box] for box in boxes],
-                  'out_hw': list(r['imgs'][0].shape[:2])})
+    cases.append(
+      {
+        'in_hw': list(hw),
+        'n_frames': n_frames,
+        'crop_bboxes_xyxy': [[int(v) for v in box] for box in boxes],
+        'out_hw': list(r['imgs'][0].shape[:2]),
+      }
+    )
   return cases
 
 
 def e2e_configs() -> dict[str, list[dict[str, Any]]]:
   """Scaled-down copies of the released val and test pipelines (ArrayDecode for decord)."""
+
   def pipeline(num_clips: int, crop: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(type='SampleFrames', clip_len=4, frame_interval=2, num_clips=num_clips,
-                 test_mode=True),
-            dict(type='ArrayDecode'), dict(type='Resize', scale=(-1, 16)), crop,
-            dict(type='Normalize', **NORM), dict(type='FormatShape', input_format='NCTHW')]
-  return {'val': pipeline(1, dict(type='CenterCrop', crop_size=14)),
-          'test': pipeline(3, dict(type='ThreeCrop', crop_size=16))}
+    return [
+      dict(type='SampleFrames', clip_len=4, frame_interval=2, num_clips=num_clips, test_mode=True),
+      dict(type='ArrayDecode'),
+      dict(type='Resize', scale=(-1, 16)),
+      crop,
+      dict(type='Normalize', **NORM),
+      dict(type='FormatShape', input_format='NCTHW'),
+    ]
+
+  return {
+    'val': pipeline(1, dict(type='CenterCrop', crop_size=14)),
+    'test': pipeline(3, dict(type='ThreeCrop', crop_size=16)),
+  }
 
 
 def run_e2e(video: np.ndarray, config: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -590,9 +747,11 @@ def run_e2e(video: np.ndarray, config: list[dict[str, Any]]) -> dict[str, np.nda
     results = pipeline_step(cfg)(results)
     if cfg['type'] == 'Resize':
       resized = np.stack(results['imgs'])
-  return {'imgs': np.asarray(results['imgs'], np.float32),
-          'frame_inds': np.asarray(results['frame_inds'], np.int64),
-          'resized_uint8': resized.astype(np.uint8)}
+  return {
+    'imgs': np.asarray(results['imgs'], np.float32),
+    'frame_inds': np.asarray(results['frame_inds'], np.int64),
+    'resized_uint8': resized.astype(np.uint8),
+  }
 
 
 def run_pipeline() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -603,22 +762,30 @@ def run_pipeline() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   for name, config in e2e_configs().items():
     out = run_e2e(video, config)
     arrays.update({f'{name}_{k}': v for k, v in out.items()})
-    e2e['pipelines'][name] = {'config': _plain_json(config), 'out_shape': list(out['imgs'].shape),
-                              'frame_inds': out['frame_inds'].tolist(),
-                              'resized_hw': list(out['resized_uint8'].shape[1:3])}
-  data = {'source': 'mmaction2 0.24.1 pipeline classes',
-          'sample_frames': {'common': {'test_mode': True, 'start_index': 0,
-                                       'out_of_bound_opt': 'loop', 'twice_sample': False,
-                                       'temporal_jitter': False},
-                            'cases': sample_frames_cases()},
-          'sample_frames_extra': sample_frames_extra(),
-          'resize_short_side_256': {'transform': 'Resize(scale=(-1, 256))',
-                                    'cases': resize_cases()},
-          'center_crop_224': {'transform': 'CenterCrop(crop_size=224)',
-                              'cases': center_crop_cases()},
-          'three_crop_256': {'transform': 'ThreeCrop(crop_size=256)',
-                             'cases': three_crop_cases()},
-          'e2e': e2e}
+    e2e['pipelines'][name] = {
+      'config': _plain_json(config),
+      'out_shape': list(out['imgs'].shape),
+      'frame_inds': out['frame_inds'].tolist(),
+      'resized_hw': list(out['resized_uint8'].shape[1:3]),
+    }
+  data = {
+    'source': 'mmaction2 0.24.1 pipeline classes',
+    'sample_frames': {
+      'common': {
+        'test_mode': True,
+        'start_index': 0,
+        'out_of_bound_opt': 'loop',
+        'twice_sample': False,
+        'temporal_jitter': False,
+      },
+      'cases': sample_frames_cases(),
+    },
+    'sample_frames_extra': sample_frames_extra(),
+    'resize_short_side_256': {'transform': 'Resize(scale=(-1, 256))', 'cases': resize_cases()},
+    'center_crop_224': {'transform': 'CenterCrop(crop_size=224)', 'cases': center_crop_cases()},
+    'three_crop_256': {'transform': 'ThreeCrop(crop_size=256)', 'cases': three_crop_cases()},
+    'e2e': e2e,
+  }
   return data, arrays
 
 
@@ -627,6 +794,7 @@ def _plain_json(value: Any) -> Any:
 
 
 # Output.
+
 
 def write_json(path: str, data: Any, **kwargs: Any) -> None:
   with open(path, 'w') as f:
@@ -642,8 +810,11 @@ def write_models(cost_repo: str, out_dir: str, versions: dict[str, str]) -> dict
   for arch in ARCHS:
     entries[arch], arrays = run_arch(arch, cost_repo, out_dir, torch.from_numpy(x), versions)
     io.update({f'{arch}/{k}': v for k, v in arrays.items()})
-    print(f'{arch}: {entries[arch]["n_params"]} parameters, '
-          f'loss {entries[arch]["io"]["io"]["train_loss_cls"]:.4f}', flush=True)
+    print(
+      f'{arch}: {entries[arch]["n_params"]} parameters, '
+      f'loss {entries[arch]["io"]["io"]["train_loss_cls"]:.4f}',
+      flush=True,
+    )
   np.savez_compressed(os.path.join(out_dir, 'io.npz'), **io)
   return entries
 
@@ -655,16 +826,19 @@ def write_inflation(cost_repo: str, out_dir: str, entries: dict[str, Any]) -> No
   np.savez_compressed(os.path.join(out_dir, 'inflation.npz'), **merge_inflated(tensors))
   write_json(os.path.join(out_dir, 'inflation.json'), report, indent=1, sort_keys=True)
   for arch in ARCHS:
-    entries[arch]['inflation'] = {'source_file': 'resnet2d_tv.pth',
-                                  'n_from_2d': len(report[arch]['from_2d']),
-                                  'kept_at_init': report[arch]['kept_at_init'],
-                                  'unused_2d_keys': report[arch]['unused_2d_keys']}
+    entries[arch]['inflation'] = {
+      'source_file': 'resnet2d_tv.pth',
+      'n_from_2d': len(report[arch]['from_2d']),
+      'kept_at_init': report[arch]['kept_at_init'],
+      'unused_2d_keys': report[arch]['unused_2d_keys'],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--cost-repo', required=True,
-                      help='checkout of github.com/hikvision-research/cost')
+  parser.add_argument(
+    '--cost-repo', required=True, help='checkout of github.com/hikvision-research/cost'
+  )
   parser.add_argument('--output', required=True, help='folder to write (created if missing)')
   args = parser.parse_args(argv)
   versions = import_stack(args.cost_repo)
@@ -677,16 +851,24 @@ def main(argv: list[str] | None = None) -> None:
   pipeline, e2e_arrays = run_pipeline()
   write_json(os.path.join(args.output, 'pipeline.json'), pipeline, separators=(',', ':'))
   np.savez_compressed(os.path.join(args.output, 'pipeline_e2e.npz'), **e2e_arrays)
-  manifest = {'set': 'shared',
-              'versions': {k: versions[k] for k in ('torch', 'mmcv', 'mmaction2', 'numpy')},
-              'base_channels': BASE_CHANNELS, 'num_classes': NUM_CLASSES, 'archs': entries,
-              'inputs': {'io': list(INPUT_SHAPE)},
-              'resnet2d': {'resnet2d_tv.pth': {'depth': DEPTH, 'width': BASE_CHANNELS,
-                                               'n_tensors': len(resnet2d_layout())}},
-              'cost_layers': layer_cases}
+  manifest = {
+    'set': 'shared',
+    'versions': {k: versions[k] for k in ('torch', 'mmcv', 'mmaction2', 'numpy')},
+    'base_channels': BASE_CHANNELS,
+    'num_classes': NUM_CLASSES,
+    'archs': entries,
+    'inputs': {'io': list(INPUT_SHAPE)},
+    'resnet2d': {
+      'resnet2d_tv.pth': {
+        'depth': DEPTH,
+        'width': BASE_CHANNELS,
+        'n_tensors': len(resnet2d_layout()),
+      }
+    },
+    'cost_layers': layer_cases,
+  }
   write_json(os.path.join(args.output, 'manifest.json'), manifest, indent=1)
-  print(f'wrote {sorted(os.listdir(args.output))} to {args.output} '
-        f'(cost {versions["cost"]})')
+  print(f'wrote {sorted(os.listdir(args.output))} to {args.output} (cost {versions["cost"]})')
 
 
 if __name__ == '__main__':

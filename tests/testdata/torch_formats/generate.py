@@ -38,8 +38,9 @@ def main() -> None:
   ckpt = _checkpoint()
   torch.save(ckpt, os.path.join(HERE, 'legacy.pth'), _use_new_zipfile_serialization=False)
   torch.save(ckpt, os.path.join(HERE, 'zip.pth'))
-  np.savez(os.path.join(HERE, 'expected.npz'),
-           **{k: v.numpy() for k, v in ckpt['state_dict'].items()})
+  np.savez(
+    os.path.join(HERE, 'expected.npz'), **{k: v.numpy() for k, v in ckpt['state_dict'].items()}
+  )
   for name in ('legacy.pth', 'zip.pth'):
     again = torch.load(os.path.join(HERE, name), weights_only=True)
     assert all(torch.equal(again['state_dict'][k], v) for k, v in ckpt['state_dict'].items())
