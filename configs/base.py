@@ -41,8 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
       # 8 frames every 8th; val: short side 256, centre crop 224; test: 10 clips x ThreeCrop 256;
       # ImageNet mean/std (cost_jax.inference.protocol.OFFICIAL_PROTOCOL).
       **OFFICIAL_PROTOCOL,
-      train_num_clips=1,
-      val_num_clips=1,
       train_scale_range=(256, 320),  # RandomRescale of the short side, then RandomCrop crop_size
       flip_ratio=0.5,
       shuffle_buffer=1024,

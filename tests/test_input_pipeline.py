@@ -320,15 +320,6 @@ def test_bad_input_fails_clearly(data_dir, tmp_path):
     input_pipeline.create_eval_dataset(
       cfg, split='train', batch_size=1, mode='train', process_index=0, process_count=1
     )
-  with pytest.raises(ValueError, match='val_num_clips'):
-    input_pipeline.create_eval_dataset(
-      _config(data_dir, val_num_clips=2),
-      split='train',
-      batch_size=1,
-      mode='val',
-      process_index=0,
-      process_count=1,
-    )
   with pytest.raises(ValueError, match='test_crop_size=30 must equal'):
     input_pipeline.create_eval_dataset(
       _config(data_dir, test_crop_size=30),

@@ -100,13 +100,6 @@ def decode_selected(images: tf.Tensor, image_format: str = 'jpeg') -> tf.Tensor:
   return tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def _check_num_clips(cfg: ml_collections.ConfigDict, key: str) -> None:
-  if cfg[key] != 1:
-    raise ValueError(
-      f'config.data.{key} must be 1 (got {cfg[key]}); only test mode takes several clips per video'
-    )
-
-
 def _check_crop(
   cfg: ml_collections.ConfigDict, crop_key: str, side_key: str, same: bool = False
 ) -> None:
@@ -133,8 +126,7 @@ def _train_select_fn(
 
   All randomness of the example is drawn here, keyed by (seed, host, epoch, read position).
   """
-  num_clips = cfg.train_num_clips
-  _check_num_clips(cfg, 'train_num_clips')
+  num_clips = 1  # one clip per video and step, as the official train pipeline
   _check_crop(cfg, 'crop_size', 'train_scale_range')
 
   def fn(epoch, position, serialized):
@@ -183,7 +175,6 @@ def _eval_example_fn(
 ) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
   """Per-example function and the shape of its 'clips'."""
   if mode == 'val':
-    _check_num_clips(cfg, 'val_num_clips')
     _check_crop(cfg, 'crop_size', 'val_short_side')
     shape = [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]
   elif mode == 'test':
