@@ -16,14 +16,30 @@ class UsageError(Exception):
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-  """Exceptions that report a user's mistake rather than a bug of ours."""
+  """Exceptions that report a user's mistake rather than a bug of ours, or a condition the user
+  must fix (a damaged checkpoint, a full disk)."""
+  from cost_jax.checkpoint_integrity import CheckpointDamagedError, TrainStateMismatchError
   from cost_jax.config_checks import ConfigError
+  from cost_jax.data.schema import DatasetError
+  from cost_jax.disk_space import DiskFullError
   from cost_jax.weights.download import WeightsUnavailableError
   from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
   from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
-  return (UsageError, ConfigError, WeightsUnavailableError, ArchitectureMismatchError,
-          CheckpointMismatchError, CheckpointFormatError, UnsafeCheckpointError,
-          FileNotFoundError)
+
+  return (
+    UsageError,
+    ConfigError,
+    WeightsUnavailableError,
+    ArchitectureMismatchError,
+    CheckpointMismatchError,
+    CheckpointFormatError,
+    UnsafeCheckpointError,
+    FileNotFoundError,
+    DatasetError,
+    CheckpointDamagedError,
+    TrainStateMismatchError,
+    DiskFullError,
+  )
 
 
 def report(error: BaseException) -> int:
@@ -42,9 +58,15 @@ def parse(flag_values: flags.FlagValues, prog: str, argv: Sequence[str]) -> list
     raise UsageError(f'{e} (see python -m {prog} --help)') from None
 
 
-def run(main: Callable[[list[str]], int], flag_values: flags.FlagValues, prog: str,
-        argv: Sequence[str] | None = None, *, doc: str = '',
-        errors: tuple[type[Exception], ...] | None = None) -> int:
+def run(
+  main: Callable[[list[str]], int],
+  flag_values: flags.FlagValues,
+  prog: str,
+  argv: Sequence[str] | None = None,
+  *,
+  doc: str = '',
+  errors: tuple[type[Exception], ...] | None = None,
+) -> int:
   """Parses the flags and calls `main(positional)`; `--help` prints `doc` and the flags; a
   user's mistake (`errors`, default `user_errors()`) becomes one line on stderr, exit status 2."""
   argv = list(sys.argv[1:] if argv is None else argv)

@@ -41,16 +41,18 @@ def write_json(path: str, obj: Any) -> None:
     schema.write_json_atomic(path, obj)
 
 
-def write_run_info(config: ml_collections.ConfigDict, workdir: str,
-                   infos: dict[str, dict[str, Any]]) -> None:
+def write_run_info(
+  config: ml_collections.ConfigDict, workdir: str, infos: dict[str, dict[str, Any]]
+) -> None:
   """The resolved config and the manifests of the splits used, next to the results."""
   write_json(layout.config_path(workdir), json.loads(config.to_json_best_effort()))
   for split, info in infos.items():
     write_json(layout.manifest_path(workdir, split), info['manifest'])
 
 
-def split_info(config: ml_collections.ConfigDict, split: str, *,
-               min_examples: int = 1) -> dict[str, Any]:
+def split_info(
+  config: ml_collections.ConfigDict, split: str, *, min_examples: int = 1
+) -> dict[str, Any]:
   """The manifest summary of a split, checked against the config (ConfigError if it cannot)."""
   info = input_pipeline.get_dataset_info(config.data.data_dir, split)
   config_checks.check_dataset(config, split, info, min_examples=min_examples)
@@ -59,14 +61,25 @@ def split_info(config: ml_collections.ConfigDict, split: str, *,
 
 def inference_fn(step: Callable[..., jax.Array], mesh) -> Callable[..., tuple]:
   """Jits step(variables, batch) -> (scores, label, mask, index), all replicated on output."""
+
   def run(variables, batch):
     return step(variables, batch), batch['label'], batch['mask'], batch['index']
-  return jax.jit(run, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh))
+
+  return jax.jit(
+    run,
+    in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+    out_shardings=sharding.replicated(mesh),
+  )
 
 
-def infer_split(step_fn: Callable[..., tuple], variables: Any, batches: Iterable[Batch],
-                num_batches: int, mesh, expected: int) -> dict[str, np.ndarray]:
+def infer_split(
+  step_fn: Callable[..., tuple],
+  variables: Any,
+  batches: Iterable[Batch],
+  num_batches: int,
+  mesh,
+  expected: int,
+) -> dict[str, np.ndarray]:
   """Runs an `inference_fn` step over a split's (padded, masked) batches.
 
   Returns the scores, labels and indices of the real videos, sorted by index, after checking
@@ -75,21 +88,26 @@ def infer_split(step_fn: Callable[..., tuple], variables: Any, batches: Iterable
   outputs = []
   for _, host_batch in zip(range(num_batches), batches):
     batch = sharding.host_to_global(
-        {k: host_batch[k] for k in ('clips', 'label', 'mask', 'index')}, mesh)
+      {k: host_batch[k] for k in ('clips', 'label', 'mask', 'index')}, mesh
+    )
     outputs.append(step_fn(variables, batch))
   scores, labels, masks, indices = (
-      np.concatenate(parts) for parts in zip(*sharding.to_host(outputs)))
+    np.concatenate(parts) for parts in zip(*sharding.to_host(outputs))
+  )
   keep = masks.astype(bool)
   scores, labels, indices = scores[keep], labels[keep], indices[keep]
   if len(np.unique(indices)) != len(indices) or len(indices) != expected:
-    raise RuntimeError(f'inference saw {len(indices)} videos ({len(np.unique(indices))} '
-                       f'distinct) but the split has {expected}')
+    raise RuntimeError(
+      f'inference saw {len(indices)} videos ({len(np.unique(indices))} '
+      f'distinct) but the split has {expected}'
+    )
   order = np.argsort(indices)
   return {'index': indices[order], 'label': labels[order], 'scores': scores[order]}
 
 
-def load_test_variables(config: ml_collections.ConfigDict, workdir: str,
-                        checkpoint: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_test_variables(
+  config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """Variables to test and where they came from ({'checkpoint', 'reason'[, 'step']}).
 
   `checkpoint`: an MMAction2 .pth/.npz, one step's directory or a checkpoints directory;
@@ -102,17 +120,18 @@ def load_test_variables(config: ml_collections.ConfigDict, workdir: str,
     _, variables = import_mmaction2(path, config)
     return variables, {'checkpoint': path, 'reason': 'the MMAction2 file given'}
   if not checkpoint and not layout.has_checkpoint(workdir):
-    raise FileNotFoundError(f'{workdir} holds no checkpoint: train first (--mode=train) or '
-                            'pass --checkpoint')
+    raise FileNotFoundError(
+      f'{workdir} holds no checkpoint: train first (--mode=train) or pass --checkpoint'
+    )
   step_dir, why = loading.select_step_directory(path)
   variables = loading.restore_train_state_variables(step_dir, config.model)
   step = int(os.path.basename(step_dir))
-  return variables, {'checkpoint': f'{step_dir} (step {step}: {why})', 'step': step,
-                     'reason': why}
+  return variables, {'checkpoint': f'{step_dir} (step {step}: {why})', 'step': step, 'reason': why}
 
 
-def run_test_protocol(config: ml_collections.ConfigDict, workdir: str,
-                      checkpoint: str | None = None) -> dict[str, Any]:
+def run_test_protocol(
+  config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None
+) -> dict[str, Any]:
   """The official test protocol on `config.data.test_split`.
 
   Writes `test_{split}_scores.npz` (index, label, scores per video) and
@@ -121,8 +140,9 @@ def run_test_protocol(config: ml_collections.ConfigDict, workdir: str,
   """
   workdir = os.path.abspath(workdir)
   config_checks.check_model_and_optimizer(config)
-  config_checks.check_batching(config, num_devices=jax.device_count(),
-                               num_processes=jax.process_count(), mode='test')
+  config_checks.check_batching(
+    config, num_devices=jax.device_count(), num_processes=jax.process_count(), mode='test'
+  )
   config_checks.check_data_dir(config)
   split = config.data.test_split
   info = split_info(config, split)
@@ -134,27 +154,51 @@ def run_test_protocol(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
 
   dataset, num_batches = input_pipeline.create_eval_dataset(
-      config.data, split=split, batch_size=config.test_batch_size // jax.process_count(),
-      mode='test', process_index=jax.process_index(), process_count=jax.process_count())
-  step = inference_fn(functools.partial(
-      steps.test_step, model=model, data_config=config.data,
-      views_per_chunk=config.test_views_per_chunk, average=config.test_average), mesh)
+    config.data,
+    split=split,
+    batch_size=config.test_batch_size // jax.process_count(),
+    mode='test',
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  step = inference_fn(
+    functools.partial(
+      steps.test_step,
+      model=model,
+      data_config=config.data,
+      views_per_chunk=config.test_views_per_chunk,
+      average=config.test_average,
+    ),
+    mesh,
+  )
   start = time.monotonic()
-  out = infer_split(step, variables, dataset.as_numpy_iterator(), num_batches, mesh,
-                    info['num_examples'])
+  out = infer_split(
+    step, variables, input_pipeline.numpy_batches(dataset), num_batches, mesh, info['num_examples']
+  )
   result = metrics_lib.classification_metrics(out['scores'], out['label'])
   summary = {
-      'split': split, 'metrics': result, 'num_videos': int(len(out['index'])),
-      'num_views': config.data.test_num_clips * config.data.test_num_crops,
-      'num_clips': config.data.test_num_clips, 'num_crops': config.data.test_num_crops,
-      'average': config.test_average, **source,
-      'seconds': time.monotonic() - start, 'manifest': info['manifest'],
+    'split': split,
+    'metrics': result,
+    'num_videos': int(len(out['index'])),
+    'num_views': config.data.test_num_clips * config.data.test_num_crops,
+    'num_clips': config.data.test_num_clips,
+    'num_crops': config.data.test_num_crops,
+    'average': config.test_average,
+    **source,
+    'seconds': time.monotonic() - start,
+    'manifest': info['manifest'],
   }
   if is_main_process():
     np.savez(os.path.join(workdir, f'test_{split}_scores.npz'), **out)
   write_json(os.path.join(workdir, f'test_{split}_summary.json'), summary)
   write_json(layout.manifest_path(workdir, split), info['manifest'])
-  logging.info('Test on %s (%d videos x %d views): top1 %.4f, top5 %.4f, mean class %.4f',
-               split, summary['num_videos'], summary['num_views'], result['top1'],
-               result['top5'], result['mean_class_accuracy'])
+  logging.info(
+    'Test on %s (%d videos x %d views): top1 %.4f, top5 %.4f, mean class %.4f',
+    split,
+    summary['num_videos'],
+    summary['num_views'],
+    result['top1'],
+    result['top5'],
+    result['mean_class_accuracy'],
+  )
   return summary

@@ -37,15 +37,24 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
   """What to do after a finished step."""
+
   log: bool
   validate: bool
   save: bool
   stop: bool
 
 
-def plan_step(done: int, *, steps_per_epoch: int, total_steps: int, log_every_steps: int,
-              eval_every_epochs: int, checkpoint_every_epochs: int,
-              checkpoint_every_steps: int = 0, preempted: bool = False) -> StepPlan:
+def plan_step(
+  done: int,
+  *,
+  steps_per_epoch: int,
+  total_steps: int,
+  log_every_steps: int,
+  eval_every_epochs: int,
+  checkpoint_every_epochs: int,
+  checkpoint_every_steps: int = 0,
+  preempted: bool = False,
+) -> StepPlan:
   """Log, validate and save decisions for step `done` (1-based count of finished steps).
 
   The last step and a preempted one always log and save; the last step validates; every
@@ -55,10 +64,15 @@ def plan_step(done: int, *, steps_per_epoch: int, total_steps: int, log_every_st
   epoch_end = done % steps_per_epoch == 0
   epoch = done // steps_per_epoch
   validate = last or (epoch_end and epoch % eval_every_epochs == 0)
-  periodic_save = ((epoch_end and epoch % checkpoint_every_epochs == 0)
-                   or bool(checkpoint_every_steps and done % checkpoint_every_steps == 0))
-  return StepPlan(log=last or preempted or done % log_every_steps == 0, validate=validate,
-                  save=last or preempted or validate or periodic_save, stop=preempted)
+  periodic_save = (epoch_end and epoch % checkpoint_every_epochs == 0) or bool(
+    checkpoint_every_steps and done % checkpoint_every_steps == 0
+  )
+  return StepPlan(
+    log=last or preempted or done % log_every_steps == 0,
+    validate=validate,
+    save=last or preempted or validate or periodic_save,
+    stop=preempted,
+  )
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, train_info: dict[str, Any]) -> int:
@@ -78,6 +92,7 @@ def _state_builder(config, model, tx) -> Callable[..., TrainState]:
 
   def build(rng, variables=None):
     return create_train_state(model, tx, rng, sample, variables)
+
   return build
 
 
@@ -113,27 +128,34 @@ class _MetricsWindow:
       bad = {k: host[k] for k in ('loss', 'param_norm') if not np.isfinite(host[k])}
       if bad:
         raise NonFiniteLossError(
-            f'non-finite loss at step {step} ({bad}); stopping. The last checkpoint '
-            f'(step {last_checkpoint}) is intact: lower optimizer.base_lr, check the data, or '
-            'keep optimizer.grad_clip_norm set.')
+          f'non-finite loss at step {step} ({bad}); stopping. The last checkpoint '
+          f'(step {last_checkpoint}) is intact: lower optimizer.base_lr, check the data, or '
+          'keep optimizer.grad_clip_norm set.'
+        )
       self.values.append(host)
     self.pending.clear()
 
   def summary(self, batch_size: int) -> dict[str, float]:
     """Means over the window, throughput; then starts a new window."""
     elapsed = max(time.monotonic() - self.start, 1e-9)
-    scalars = {f'train/{k}': float(np.mean([m[k] for m in self.values]))
-               for k in self.values[0]}
+    scalars = {f'train/{k}': float(np.mean([m[k] for m in self.values])) for k in self.values[0]}
     scalars['train/clips_per_sec'] = len(self.values) * batch_size / elapsed
     self.values.clear()
     self.start = time.monotonic()
     return scalars
 
 
-def _validate(val_step, state: TrainState, val_ds, val_batches: int, mesh,
-              num_videos: int) -> dict[str, float]:
-  out = evaluate.infer_split(val_step, steps.inference_variables(state),
-                             val_ds.as_numpy_iterator(), val_batches, mesh, num_videos)
+def _validate(
+  val_step, state: TrainState, val_ds, val_batches: int, mesh, num_videos: int
+) -> dict[str, float]:
+  out = evaluate.infer_split(
+    val_step,
+    steps.inference_variables(state),
+    input_pipeline.numpy_batches(val_ds),
+    val_batches,
+    mesh,
+    num_videos,
+  )
   return metrics_lib.classification_metrics(out['scores'], out['label'])
 
 
@@ -150,15 +172,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)
   # -- fail fast: nothing below this block writes, reads video data or compiles anything
   config_checks.check_model_and_optimizer(config)
-  config_checks.check_batching(config, num_devices=jax.device_count(),
-                               num_processes=jax.process_count())
+  config_checks.check_batching(
+    config, num_devices=jax.device_count(), num_processes=jax.process_count()
+  )
   config_checks.check_data_dir(config)
   train_split, val_split = config.data.train_split, config.data.val_split
   min_train = config.batch_size if config.steps_per_epoch <= 0 else 1
-  infos = {train_split: evaluate.split_info(config, train_split, min_examples=min_train),
-           val_split: evaluate.split_info(config, val_split)}
+  infos = {
+    train_split: evaluate.split_info(config, train_split, min_examples=min_train),
+    val_split: evaluate.split_info(config, val_split),
+  }
   resuming = layout.has_checkpoint(workdir)
-  init_source = None if resuming else init_weights.resolve(config)   # may download
+  init_source = None if resuming else init_weights.resolve(config)  # may download
 
   os.makedirs(workdir, exist_ok=True)
   evaluate.write_run_info(config, workdir, infos)
@@ -167,48 +192,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total_steps = config.num_epochs * epoch_steps
   model = create_model(config.model)
   schedule = optim.create_learning_rate_schedule(
-      config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=epoch_steps)
+    config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=epoch_steps
+  )
   tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
 
-  manager = checkpointing.create_manager(layout.checkpoints_dir(workdir),
-                                         keep=config.keep_checkpoints)
   best: dict[str, Any] = {'val_top1': None, 'step': None}
   val = None
-  if resuming:
-    state, meta = checkpointing.restore(manager, _abstract_state(config, model, tx, mesh))
+  if resuming:  # damaged newer checkpoints are moved aside (logged), never deleted
+    state, meta = checkpointing.restore_newest_intact(
+      layout.checkpoints_dir(workdir), _abstract_state(config, model, tx, mesh)
+    )
     if meta.get('batch_size') != config.batch_size:
       raise config_checks.ConfigError(
-          f'{workdir} holds a run with batch_size={meta.get("batch_size")}; resume it with the '
-          'same batch_size or use a new --workdir')
+        f'{workdir} holds a run with batch_size={meta.get("batch_size")}; resume it with the '
+        'same batch_size or use a new --workdir'
+      )
     best, val = meta.get('best', best), meta.get('val')
-    logging.info('Resumed from step %d (epoch %.2f)', int(state.step),
-                 int(state.step) / epoch_steps)
+    logging.info(
+      'Resumed from step %d (epoch %.2f)', int(state.step), int(state.step) / epoch_steps
+    )
   else:
     state = _initial_state(config, model, tx, mesh, init_source)
   start_step = int(sharding.to_host(state.step))
+  manager = checkpointing.create_manager(
+    layout.checkpoints_dir(workdir), keep=config.keep_checkpoints
+  )
 
   processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  train_iter = input_pipeline.create_train_dataset(
-      config.data, batch_size=config.batch_size // jax.process_count(), seed=config.seed,
-      start_step=start_step, **processes).as_numpy_iterator()
+  train_iter = input_pipeline.numpy_batches(
+    input_pipeline.create_train_dataset(
+      config.data,
+      batch_size=config.batch_size // jax.process_count(),
+      seed=config.seed,
+      start_step=start_step,
+      **processes,
+    )
+  )
   val_ds, val_batches = input_pipeline.create_eval_dataset(
-      config.data, split=val_split, batch_size=config.eval_batch_size // jax.process_count(),
-      mode='val', **processes)
+    config.data,
+    split=val_split,
+    batch_size=config.eval_batch_size // jax.process_count(),
+    mode='val',
+    **processes,
+  )
   repl = sharding.replicated(mesh)
   train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, tx=tx, learning_rate_fn=schedule,
-                        data_config=config.data),
-      in_shardings=(repl, sharding.batch_sharding(mesh, batch_axis=1)),
-      out_shardings=(repl, repl), donate_argnums=(0,))
+    functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, data_config=config.data
+    ),
+    in_shardings=(repl, sharding.batch_sharding(mesh, batch_axis=1)),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
   val_step = evaluate.inference_fn(
-      functools.partial(steps.eval_step, model=model, data_config=config.data), mesh)
+    functools.partial(steps.eval_step, model=model, data_config=config.data), mesh
+  )
 
   writer = _create_writer(workdir)
   if start_step == 0:
-    writer.write_hparams({k: v for k, v in config.to_dict().items()
-                          if isinstance(v, (int, float, str, bool))})
-  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                             every_steps=config.log_every_steps)
+    writer.write_hparams(
+      {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+    )
+  progress = periodic_actions.ReportProgress(
+    num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+  )
   window = _MetricsWindow()
   last_saved = manager.latest_step()
   interrupted = False
@@ -216,51 +263,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with checkpointing.PreemptionFlag() as preemption:
       for step in range(start_step, total_steps):
         batch = sharding.host_to_global(
-            sharding.split_micro_batches(next(train_iter), config.grad_accum_steps), mesh,
-            batch_axis=1)
+          sharding.split_micro_batches(next(train_iter), config.grad_accum_steps),
+          mesh,
+          batch_axis=1,
+        )
         state, step_metrics = train_step(state, batch)
         done = step + 1
         window.add(done, step_metrics, last_saved)
         progress(done)
         plan = plan_step(
-            done, steps_per_epoch=epoch_steps, total_steps=total_steps,
-            log_every_steps=config.log_every_steps, eval_every_epochs=config.eval_every_epochs,
-            checkpoint_every_epochs=config.checkpoint_every_epochs,
-            checkpoint_every_steps=config.checkpoint_every_steps,
-            preempted=preemption.agreed(done))
+          done,
+          steps_per_epoch=epoch_steps,
+          total_steps=total_steps,
+          log_every_steps=config.log_every_steps,
+          eval_every_epochs=config.eval_every_epochs,
+          checkpoint_every_epochs=config.checkpoint_every_epochs,
+          checkpoint_every_steps=config.checkpoint_every_steps,
+          preempted=preemption.agreed(done),
+        )
         if plan.log or plan.save:
-          window.drain(last_saved)          # this step's loss is checked before any save
+          window.drain(last_saved)  # this step's loss is checked before any save
         if plan.log:
           scalars = window.summary(config.batch_size)
           writer.write_scalars(done, dict(scalars, **{'train/epoch': done / epoch_steps}))
         step_val = None
         if plan.validate:
           with progress.timed('eval'):
-            step_val = _validate(val_step, state, val_ds, val_batches, mesh,
-                                 infos[val_split]['num_examples'])
+            step_val = _validate(
+              val_step, state, val_ds, val_batches, mesh, infos[val_split]['num_examples']
+            )
           writer.write_scalars(done, {f'val/{k}': v for k, v in step_val.items()})
           val = step_val
         if plan.save:
           if _better(step_val, best):
             best = {'val_top1': step_val['top1'], 'step': done}
-          meta = {'step': done, 'epoch': done / epoch_steps, 'train_input_position': done,
-                  'batch_size': config.batch_size, 'steps_per_epoch': epoch_steps,
-                  'best': dict(best), 'val': val}
+          meta = {
+            'step': done,
+            'epoch': done / epoch_steps,
+            'train_input_position': done,
+            'batch_size': config.batch_size,
+            'steps_per_epoch': epoch_steps,
+            'best': dict(best),
+            'val': val,
+          }
           with progress.timed('checkpoint'):
-            checkpointing.save(manager, state, meta, metrics=(
-                {checkpointing.BEST_METRIC: step_val['top1']} if step_val else None))
+            checkpointing.save(
+              manager,
+              state,
+              meta,
+              metrics=({checkpointing.BEST_METRIC: step_val['top1']} if step_val else None),
+            )
           last_saved = done
         if plan.stop:
           interrupted = True
           logging.warning('Stopped by SIGTERM after step %d; checkpoint saved', done)
           break
   finally:
-    manager.wait_until_finished()
-    manager.close()
+    checkpointing.finish(manager, state)  # DiskFullError if the last save ran out of space
     writer.flush()
-  summary = {'interrupted': interrupted, 'val': val, 'best': dict(best),
-             'step': int(sharding.to_host(state.step)), 'steps_per_epoch': epoch_steps,
-             'total_steps': total_steps}
-  logging.info('Training stopped at step %d of %d; last val %s; best %s', summary['step'],
-               total_steps, json.dumps(val, sort_keys=True), json.dumps(best))
+  summary = {
+    'interrupted': interrupted,
+    'val': val,
+    'best': dict(best),
+    'step': int(sharding.to_host(state.step)),
+    'steps_per_epoch': epoch_steps,
+    'total_steps': total_steps,
+  }
+  logging.info(
+    'Training stopped at step %d of %d; last val %s; best %s',
+    summary['step'],
+    total_steps,
+    json.dumps(val, sort_keys=True),
+    json.dumps(best),
+  )
   return summary

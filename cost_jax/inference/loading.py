@@ -26,9 +26,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from cost_jax import checkpointing, metrics
+from cost_jax import checkpoint_integrity as integrity
+from cost_jax import checkpointing, metrics, orbax_quiet
 from cost_jax import workdir as layout
 from cost_jax.data import transforms
+from cost_jax.data.labels import read_label_names
 from cost_jax.inference.protocol import check_protocol, default_protocol
 from cost_jax.models import Recognizer3D, create_model
 from cost_jax.models.variables import abstract_variables, init_variables
@@ -52,6 +54,7 @@ class ModelBundle:
     label_names: one name per class.
     source: where the weights came from (for reports).
   """
+
   model: Recognizer3D
   model_config: ml_collections.ConfigDict
   variables: dict[str, Any]
@@ -76,6 +79,7 @@ class ModelBundle:
     def logits(variables, clips_uint8):
       clips = transforms.normalize(clips_uint8, mean, std)
       return model.apply(variables, clips, train=False).astype(jnp.float32)
+
     return logits
 
   def probability_fn(self) -> Callable[[Mapping[str, Any], jax.Array], jax.Array]:
@@ -88,8 +92,7 @@ class ModelBundle:
     once per bundle (the protocol's mean/std/average are read then); (N, K) float32 numpy."""
     if 'scores' not in self._apply_cache:
       logits, average = self.logits_fn(), self.protocol.average
-      self._apply_cache['scores'] = jax.jit(
-          lambda v, c: metrics.view_scores(logits(v, c), average))
+      self._apply_cache['scores'] = jax.jit(lambda v, c: metrics.view_scores(logits(v, c), average))
     return np.asarray(self._apply_cache['scores'](self.variables, clips_uint8))
 
 
@@ -102,37 +105,6 @@ def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
 # ----------------------------------------------------------------------------- label names
 
 
-def read_label_names(path: str) -> list[str]:
-  """Class names from a text file (line i = class i) or a JSON list / {index: name} object."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'label file {path!r} does not exist')
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
-  if path.endswith('.json'):
-    try:
-      data = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e})') from None
-    if isinstance(data, dict):
-      try:
-        data = [data[str(i)] for i in range(len(data))]
-      except KeyError as e:
-        raise ValueError(f'{path}: keys must be 0..{len(data) - 1}, {e} is missing') from None
-    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
-      raise ValueError(f'{path}: expected a JSON list of class names')
-    names = data
-  else:
-    names = text.splitlines()
-    while names and not names[-1].strip():
-      names.pop()
-  for i, name in enumerate(names):
-    if not name.strip():
-      raise ValueError(f'{path}: class {i} (line {i + 1}) has an empty name')
-  if not names:
-    raise ValueError(f'{path}: no class names')
-  return names
-
-
 def _manifest_label_names(workdir: str) -> tuple[list[str], str] | None:
   for path in sorted(glob.glob(os.path.join(workdir, layout.MANIFESTS, '*.manifest.json'))):
     with open(path) as f:
@@ -142,8 +114,9 @@ def _manifest_label_names(workdir: str) -> tuple[list[str], str] | None:
   return None
 
 
-def find_label_names(checkpoint: str, config: ml_collections.ConfigDict | None = None
-                     ) -> tuple[list[str], str] | None:
+def find_label_names(
+  checkpoint: str, config: ml_collections.ConfigDict | None = None
+) -> tuple[list[str], str] | None:
   """(names, file) found next to `checkpoint` / in its workdir, or None."""
   path = os.path.abspath(checkpoint)
   folder = path if os.path.isdir(path) else os.path.dirname(path)
@@ -166,14 +139,12 @@ def find_label_names(checkpoint: str, config: ml_collections.ConfigDict | None =
   return None
 
 
-def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes: int
-                    ) -> list[str]:
+def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes: int) -> list[str]:
   if names_and_source is None:
     return [f'class_{i}' for i in range(num_classes)]
   names, source = names_and_source
   if len(names) != num_classes:
-    raise ValueError(f'{source}: {len(names)} class names, but the model has {num_classes} '
-                     'classes')
+    raise ValueError(f'{source}: {len(names)} class names, but the model has {num_classes} classes')
   return list(names)
 
 
@@ -184,7 +155,8 @@ def select_step_directory(path: str) -> tuple[str, str]:
   """(step directory, why) for a step directory, a checkpoints directory or a trainer workdir.
 
   A step directory is taken as given; otherwise the run's best step by val top-1 (the official
-  `save_best` checkpoint), or its latest where no validation was recorded.
+  `save_best` checkpoint), or its latest where no validation was recorded. A latest step whose
+  record cannot be read raises CheckpointDamagedError (naming the intact steps).
   """
   if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, checkpointing.STATE)):
     return path, 'the step given'
@@ -195,19 +167,30 @@ def select_step_directory(path: str) -> tuple[str, str]:
   return os.path.join(manager_dir, str(step)), why
 
 
-def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]
-                                  ) -> dict[str, Any]:
+def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]) -> dict[str, Any]:
   """params and batch_stats of the TrainState saved in `step_dir` (optimiser state skipped)."""
   template = abstract_variables(model_config)
   state_dir = os.path.join(step_dir, checkpointing.STATE)
+  orbax_quiet.quiet_event_loops()
   try:
     with ocp.PyTreeCheckpointer() as checkpointer:
-      restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-          item=template, restore_args=ocp.checkpoint_utils.construct_restore_args(template),
-          partial_restore=True))
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise ValueError(f'{state_dir}: cannot restore params/batch_stats of the model in '
-                     f'config.json: {e}') from None
+      restored = checkpointer.restore(
+        state_dir,
+        args=ocp.args.PyTreeRestore(
+          item=template,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(template),
+          partial_restore=True,
+        ),
+      )
+  except Exception as e:
+    orbax_quiet.after_failure()
+    reason = integrity.verify_step(step_dir)  # damaged, or intact but another model?
+    if reason is not None:
+      raise integrity.damaged_error(step_dir, reason) from None
+    raise integrity.TrainStateMismatchError(
+      f'{state_dir}: cannot restore params/batch_stats of the model in config.json: '
+      f'{integrity.short_reason(e, step_dir)}'
+    ) from None
   return {k: restored[k] for k in ('params', 'batch_stats')}
 
 
@@ -218,8 +201,9 @@ def _load_mmaction2(path: str) -> tuple[ml_collections.ConfigDict, dict, dict[st
   return model_config, variables, _meta_ints(meta)
 
 
-def load_bundle(checkpoint: str, labels: str | None = None,
-                protocol_overrides: Mapping[str, Any] | None = None) -> ModelBundle:
+def load_bundle(
+  checkpoint: str, labels: str | None = None, protocol_overrides: Mapping[str, Any] | None = None
+) -> ModelBundle:
   """A `ModelBundle` from a trainer workdir / checkpoint dir / step dir, a saved-model dir or an
   MMAction2 `.pth`/`.npz` file; `labels` overrides the class names, `protocol_overrides` the test
   protocol fields (e.g. {'test_num_clips': 2})."""
@@ -229,8 +213,10 @@ def load_bundle(checkpoint: str, labels: str | None = None,
   config = None
   if os.path.isfile(path):
     if not path.endswith(WEIGHT_SUFFIXES):
-      raise ValueError(f'{checkpoint}: a checkpoint file must be an MMAction2 {WEIGHT_SUFFIXES} '
-                       'file; otherwise give a directory')
+      raise ValueError(
+        f'{checkpoint}: a checkpoint file must be an MMAction2 {WEIGHT_SUFFIXES} '
+        'file; otherwise give a directory'
+      )
     model_config, variables, found = _load_mmaction2(path)
     protocol = default_protocol()
     protocol.update(found)
@@ -243,8 +229,9 @@ def load_bundle(checkpoint: str, labels: str | None = None,
     workdir = layout.find_workdir(path)
     if workdir is None:
       raise ValueError(
-          f'{checkpoint}: not a trainer workdir (config.json + checkpoints/), a checkpoint of one, '
-          f'a saved model ({saved.CONFIG_FILE}) or an MMAction2 file {WEIGHT_SUFFIXES}')
+        f'{checkpoint}: not a trainer workdir (config.json + checkpoints/), a checkpoint of one, '
+        f'a saved model ({saved.CONFIG_FILE}) or an MMAction2 file {WEIGHT_SUFFIXES}'
+      )
     config = layout.read_config(workdir)
     model_config = config.model
     step_dir, why = select_step_directory(path)
@@ -260,15 +247,22 @@ def load_bundle(checkpoint: str, labels: str | None = None,
   check_protocol(protocol)
   found = (read_label_names(labels), labels) if labels else find_label_names(path, config)
   variables = jax.tree.map(jnp.asarray, {k: variables[k] for k in ('params', 'batch_stats')})
-  return ModelBundle(model=create_model(model_config), model_config=model_config,
-                     variables=variables, protocol=protocol,
-                     label_names=_resolve_labels(found, int(model_config.num_classes)),
-                     source=source)
+  return ModelBundle(
+    model=create_model(model_config),
+    model_config=model_config,
+    variables=variables,
+    protocol=protocol,
+    label_names=_resolve_labels(found, int(model_config.num_classes)),
+    source=source,
+  )
 
 
-def random_bundle(model_config: Mapping[str, Any], protocol: ml_collections.ConfigDict | None
-                  = None, label_names: Sequence[str] | None = None, seed: int = 0
-                  ) -> ModelBundle:
+def random_bundle(
+  model_config: Mapping[str, Any],
+  protocol: ml_collections.ConfigDict | None = None,
+  label_names: Sequence[str] | None = None,
+  seed: int = 0,
+) -> ModelBundle:
   """A bundle with freshly initialised weights (demos, tests).
 
   Uses the 'rbg' PRNG, whose initialisers compile several times faster on CPU than threefry.
@@ -276,13 +270,18 @@ def random_bundle(model_config: Mapping[str, Any], protocol: ml_collections.Conf
   model_config = ml_collections.ConfigDict(dict(model_config))
   model = create_model(model_config)
   variables = jax.jit(functools.partial(init_variables, model_config))(
-      jax.random.key(seed, impl='rbg'))
+    jax.random.key(seed, impl='rbg')
+  )
   protocol = protocol if protocol is not None else default_protocol()
   check_protocol(protocol)
   names = list(label_names) if label_names is not None else None
   return ModelBundle(
-      model=model, model_config=model_config,
-      variables={k: variables[k] for k in ('params', 'batch_stats')}, protocol=protocol,
-      label_names=_resolve_labels((names, 'label_names') if names else None,
-                                  int(model_config.num_classes)),
-      source=f'random init (seed {seed})')
+    model=model,
+    model_config=model_config,
+    variables={k: variables[k] for k in ('params', 'batch_stats')},
+    protocol=protocol,
+    label_names=_resolve_labels(
+      (names, 'label_names') if names else None, int(model_config.num_classes)
+    ),
+    source=f'random init (seed {seed})',
+  )
