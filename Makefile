@@ -16,6 +16,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n 2 -q tests
 
 demo: $(STAMP)
@@ -24,6 +26,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/frame_fidelity.py
+	$(PY) benchmarks/class_mixing.py
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -30,7 +30,7 @@ class ExampleSerializer:
   """Serializes videos as `tf.train.Example` records of `schema.features(label_names, fmt)`."""
 
   def __init__(self, label_names: Sequence[str], image_format: str):
-    from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
+    from tensorflow_datasets.core import example_serializer
 
     self.features = schema.features(label_names, image_format)
     self._serializer = example_serializer.ExampleSerializer(self.features.get_serialized_info())
@@ -80,7 +80,7 @@ def check_dataset_name(name: str) -> str:
 def default_dataset_name(output_dir: str, fallback: str) -> str:
   """The name for TFDS: the parent folder when `output_dir` is `.../NAME/VERSION` (the layout
   `tfds.load(NAME, data_dir=...)` searches), else `fallback`."""
-  from tensorflow_datasets.core import utils  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import utils
 
   path = os.path.abspath(output_dir)
   parent = os.path.basename(os.path.dirname(path))
@@ -91,7 +91,7 @@ def default_dataset_name(output_dir: str, fallback: str) -> str:
 
 def dataset_version(output_dir: str) -> str:
   """`output_dir`'s own name when it is a version (e.g. 2.0.0), else "SCHEMA_VERSION.0.0"."""
-  from tensorflow_datasets.core import utils  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import utils
 
   base = os.path.basename(os.path.abspath(output_dir))
   return base if utils.Version.is_valid(base) else f'{schema.SCHEMA_VERSION}.0.0'
@@ -125,8 +125,8 @@ def write_tfds_metadata(output_dir: str, description: str = '') -> str:
   Call it under `metadata_lock(output_dir)`. The splits must share the dataset name, the label
   map and the image format (ValueError naming the split otherwise).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core import naming
 
   manifests = current_manifests(output_dir)
   if not manifests:

@@ -255,7 +255,7 @@ def generate_and_convert(
 
   Frames keep their size unless `options` says otherwise (default: short_side=0, 4 shards).
   """
-  from data_prep import build  # pylint: disable=g-import-not-at-top
+  from data_prep import build
 
   options = options or convert.ConvertOptions(short_side=0, num_shards=4)
   paths = generate(output, config, options.workers)

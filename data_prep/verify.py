@@ -40,8 +40,8 @@ def read_records(
   data_dir: str, shard: Mapping[str, Any], num_classes: int, decode_frames: bool = False
 ) -> tuple[int, list[str]]:
   """(records read, problems) of one shard file, reading and parsing every record."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import example_parser  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tensorflow_datasets.core import example_parser
 
   video_features = _features(data_dir)
   image_format = schema.image_format_of(video_features)

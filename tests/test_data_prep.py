@@ -132,7 +132,7 @@ def test_build_writes_a_tfds_dataset_equal_to_the_source_videos(good_videos, tmp
   assert len(list(tfds.load('tiny_videos', data_dir=str(data_dir), split='train'))) == 5
   frame = tfds.as_dataframe(builder.as_dataset(split='train').take(2), builder.info)
   assert len(frame) == 2 and 'video_id' in frame.columns
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
 
   matplotlib.use('Agg')
   figure = tfds.visualization.show_examples(
@@ -145,9 +145,9 @@ def test_lossless_conversion_gives_the_official_crops_exactly(good_videos, tmp_p
   """PNG at the decoded size: the pipeline's val and test crops are MMAction2's transforms of
   the frames decoded from the original files, bit for bit (so the test protocol's scores are
   the official ones)."""
-  from configs import base  # pylint: disable=g-import-not-at-top
-  from cost_jax.data import (  # pylint: disable=g-import-not-at-top
-    input_pipeline,  # pylint: disable=g-import-not-at-top
+  from configs import base
+  from cost_jax.data import (
+    input_pipeline,
     sampling,
     transforms,
   )
@@ -487,7 +487,7 @@ def test_videos_go_to_shards_in_a_seeded_random_order():
 
 
 def test_verify_names_damaged_shards_and_rerun_rewrites_only_them(good_videos, tmp_path, capsys):
-  from data_prep import verify  # pylint: disable=g-import-not-at-top
+  from data_prep import verify
 
   root, videos = good_videos
   list_file = write_list(tmp_path / 'list.txt', [f'{rel} 0' for rel, _ in videos])

@@ -127,7 +127,7 @@ def test_old_datasets_fail_with_one_line_saying_to_rerun_data_prep(data_dir, tmp
 
 
 def test_the_split_is_a_tfds_dataset(data_dir):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   builder = tfds.builder_from_directory(data_dir)
   assert builder.info.splits['train'].num_examples == 11

@@ -35,7 +35,7 @@ class ShardSlice:
 
 def load_builder(data_dir: str) -> Any:
   """`tfds.builder_from_directory(data_dir)`; DatasetError (one line) if TFDS cannot load it."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   info_file = os.path.join(data_dir, 'dataset_info.json')
   if not os.path.exists(info_file):
@@ -46,7 +46,7 @@ def load_builder(data_dir: str) -> Any:
     )
   try:
     return tfds.builder_from_directory(data_dir)
-  except Exception as e:  # pylint: disable=broad-except  (TFDS raises many kinds)
+  except Exception as e:  # TFDS raises many kinds
     raise schema.DatasetError(
       f'{data_dir}: TFDS cannot load the dataset ({type(e).__name__}: {e}); re-run data_prep'
     ) from None
@@ -103,7 +103,7 @@ def host_slices(
   builder: Any | None = None,
 ) -> list[ShardSlice]:
   """The records process `process_index` of `process_count` reads, in shard order."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   builder = builder or load_builder(data_dir)
   sub_split = tfds.split_for_jax_process(

@@ -58,7 +58,7 @@ def _parse_fn(
   """serialized tf.train.Example -> (encoded frames (T,) string, label int32), parsed with the
   parsing spec of the dataset's TFDS features (only the features needed; frames stay encoded:
   TFDS's own decoding would decode every frame, or map over them one by one)."""
-  from tensorflow_datasets.core import example_parser  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import example_parser
 
   info = video_features.get_serialized_info()
   parser = example_parser.ExampleParser(

@@ -70,7 +70,7 @@ class DatasetError(ValueError):
 
 def features(label_names: Sequence[str], image_format: str = 'jpeg') -> Any:
   """The TFDS `FeaturesDict` of one video: what data_prep writes and the pipeline reads."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   if image_format not in IMAGE_FORMATS:
     raise ValueError(f'image format {image_format!r} is not one of {IMAGE_FORMATS}')
