@@ -131,6 +131,31 @@ def chosen_init_field(config: ml_collections.ConfigDict) -> str | None:
   return chosen[0] if chosen else None
 
 
+def check_crops(data: ml_collections.ConfigDict, mode: str) -> None:
+  """Crops fit the resized short side (ThreeCrop: equal it, as MMAction2 asserts).
+
+  mode 'train' checks RandomCrop against the smallest rescale, 'val' CenterCrop, 'test' ThreeCrop.
+  """
+
+  def fits(crop_key: str, side_key: str, same: bool = False) -> None:
+    crop, side = data[crop_key], data[side_key]
+    shortest = min(side) if isinstance(side, (tuple, list)) else side
+    if crop > shortest or (same and crop != shortest):
+      relation = 'equal' if same else 'be at most'
+      raise ConfigError(f'data.{crop_key}={crop} must {relation} data.{side_key} ({side})')
+
+  if mode == 'train':
+    fits('crop_size', 'train_scale_range')
+  elif mode == 'val':
+    fits('crop_size', 'val_short_side')
+  elif mode == 'test':
+    if data.test_num_crops != 3:
+      raise ConfigError(f'data.test_num_crops={data.test_num_crops} must be 3 (ThreeCrop)')
+    fits('test_crop_size', 'test_short_side', same=True)
+  else:
+    raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
+
+
 def check_data_dir(config: ml_collections.ConfigDict) -> None:
   if not os.path.isdir(config.data.data_dir):
     raise ConfigError(

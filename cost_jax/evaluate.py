@@ -144,6 +144,7 @@ def run_test_protocol(
     config, num_devices=jax.device_count(), num_processes=jax.process_count(), mode='test'
   )
   config_checks.check_data_dir(config)
+  config_checks.check_crops(config.data, 'test')
   split = config.data.test_split
   info = split_info(config, split)
   mesh = sharding.create_mesh()

@@ -176,6 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config, num_devices=jax.device_count(), num_processes=jax.process_count()
   )
   config_checks.check_data_dir(config)
+  config_checks.check_crops(config.data, 'train')
+  config_checks.check_crops(config.data, 'val')
   train_split, val_split = config.data.train_split, config.data.val_split
   min_train = config.batch_size if config.steps_per_epoch <= 0 else 1
   infos = {

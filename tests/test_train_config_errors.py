@@ -78,6 +78,8 @@ def test_choice_checks():
     (lambda c: c.model.update(bn_group_size=3), r'bn_group_size=3'),
     (lambda c: c.update(batch_size=16), r"split 'train' .* has 8 videos; at least 16"),
     (lambda c: c.update(test_average='max'), r"test_average='max'"),
+    (lambda c: c.data.update(crop_size=60), r'data.crop_size=60 must be at most data.train_scale'),
+    (lambda c: c.data.update(val_short_side=40), r'crop_size=48 must be at most data.val_short'),
   ],
 )
 def test_train_fails_before_any_work(data_dir, tmp_path, change, message):

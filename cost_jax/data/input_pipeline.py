@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cost_jax import config_checks
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import integrity, records, sampling, schema, transforms
 
@@ -100,19 +101,6 @@ def decode_selected(images: tf.Tensor, image_format: str = 'jpeg') -> tf.Tensor:
   return tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def _check_crop(
-  cfg: ml_collections.ConfigDict, crop_key: str, side_key: str, same: bool = False
-) -> None:
-  """The crop must fit the resized short side (ThreeCrop: equal it, as MMAction2 asserts)."""
-  crop, side = cfg[crop_key], cfg[side_key]
-  side = min(side) if isinstance(side, (tuple, list)) else side
-  if crop > side or (same and crop != side):
-    relation = 'equal' if same else 'be at most'
-    raise ValueError(
-      f'config.data.{crop_key}={crop} must {relation} config.data.{side_key} ({cfg[side_key]})'
-    )
-
-
 def _epoch_key(base_key: tf.Tensor, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
   """Stateless RNG key of (seed, host, epoch); purpose 0 = record order, 1 = examples."""
   fold_in = tf.random.experimental.stateless_fold_in
@@ -127,7 +115,7 @@ def _train_select_fn(
   All randomness of the example is drawn here, keyed by (seed, host, epoch, read position).
   """
   num_clips = 1  # one clip per video and step, as the official train pipeline
-  _check_crop(cfg, 'crop_size', 'train_scale_range')
+  config_checks.check_crops(cfg, 'train')
 
   def fn(epoch, position, serialized):
     key = tf.random.experimental.stateless_fold_in(_epoch_key(base_key, epoch, 1), position)
@@ -175,14 +163,10 @@ def _eval_example_fn(
 ) -> tuple[Callable[..., dict[str, tf.Tensor]], list[int]]:
   """Per-example function and the shape of its 'clips'."""
   if mode == 'val':
-    _check_crop(cfg, 'crop_size', 'val_short_side')
+    config_checks.check_crops(cfg, 'val')
     shape = [cfg.clip_len, cfg.crop_size, cfg.crop_size, 3]
   elif mode == 'test':
-    if cfg.test_num_crops != 3:
-      raise ValueError(
-        f'config.data.test_num_crops must be 3 (ThreeCrop), got {cfg.test_num_crops}'
-      )
-    _check_crop(cfg, 'test_crop_size', 'test_short_side', same=True)
+    config_checks.check_crops(cfg, 'test')
     shape = [cfg.test_num_clips * 3, cfg.clip_len, cfg.test_crop_size, cfg.test_crop_size, 3]
   else:
     raise ValueError(f"mode must be 'val' or 'test', got {mode!r}")
