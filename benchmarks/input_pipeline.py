@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from configs import base
+from cost_jax import metrics
 from cost_jax.data import input_pipeline, sampling, schema, transforms
 from data_prep import convert
 
@@ -249,7 +250,7 @@ def main(argv: list[str]) -> None:
     paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir) if f.endswith('.mp4'))
     pyav = _pyav_rates(cfg, paths)
 
-  views = cfg.test_num_clips * cfg.test_num_crops
+  views = metrics.num_test_views(cfg)
   rows = []
   print(
     f'\nInput pipeline on one thread, per CPU-second ({_cpu_name()}); clips '

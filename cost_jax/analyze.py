@@ -171,7 +171,6 @@ def val_batches(
   data_config.update(
     data_dir=data_dir,
     val_split=split,
-    test_num_crops=3,
     normalize_on_device=True,
     prefetch=2,
   )

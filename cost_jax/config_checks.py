@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from cost_jax.metrics import VIEW_AVERAGES
+from cost_jax.metrics import VIEW_AVERAGES, num_test_views
 
 DTYPES = ('float32', 'bfloat16')
 INIT_FIELDS = ('resnet2d', 'mmaction2', 'checkpoint')
@@ -64,9 +64,9 @@ def check_batching(
     return
   _divisible('test_batch_size', config.test_batch_size, num_devices, 'the device count')
   _divisible('test_batch_size', config.test_batch_size, num_processes, 'the process count')
-  views = config.data.test_num_clips * config.data.test_num_crops
+  views = num_test_views(config.data)
   _divisible(
-    'data.test_num_clips x data.test_num_crops',
+    'data.test_num_clips x 3 crops',
     views,
     config.test_views_per_chunk,
     'test_views_per_chunk',
@@ -149,8 +149,6 @@ def check_crops(data: ml_collections.ConfigDict, mode: str) -> None:
   elif mode == 'val':
     fits('crop_size', 'val_short_side')
   elif mode == 'test':
-    if data.test_num_crops != 3:
-      raise ConfigError(f'data.test_num_crops={data.test_num_crops} must be 3 (ThreeCrop)')
     fits('test_crop_size', 'test_short_side', same=True)
   else:
     raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")

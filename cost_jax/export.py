@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from cost_jax import cli
+from cost_jax import cli, metrics
 from cost_jax.inference import loading
 
 FORMATS = ('savedmodel', 'stablehlo', 'both')
@@ -77,7 +77,7 @@ def _spec(
       'clip_len': bundle.protocol.clip_len,
       'frame_interval': bundle.protocol.frame_interval,
       'num_clips': bundle.protocol.test_num_clips,
-      'num_crops': bundle.protocol.test_num_crops,
+      'num_crops': metrics.NUM_TEST_CROPS,
       'short_side': bundle.protocol.test_short_side,
       'crop_size': bundle.protocol.test_crop_size,
       'average': bundle.protocol.average,

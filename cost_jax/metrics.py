@@ -7,13 +7,20 @@ The host-side functions take the scores of a whole split (one row per video) as 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 VIEW_AVERAGES = ('prob', 'score')
+# ThreeCrop: the test takes three crops of every clip (start, end, middle); not configurable.
+NUM_TEST_CROPS = 3
+
+
+def num_test_views(data: Mapping[str, Any]) -> int:
+  """Views per video in the test protocol: `test_num_clips` x the three crops."""
+  return int(data['test_num_clips']) * NUM_TEST_CROPS
 
 
 def view_scores(logits: jax.Array, average: str) -> jax.Array:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import flags
 
-from cost_jax import cli
+from cost_jax import cli, metrics
 from cost_jax.inference import loading, video_clips
 
 
@@ -70,7 +70,7 @@ def predict_video(
   views_per_chunk: int | None = None,
 ) -> dict[str, Any]:
   """Predicts one video; raises `video_clips.BadVideoError` if it cannot be read."""
-  views = views or bundle.protocol.test_num_clips * bundle.protocol.test_num_crops
+  views = views or metrics.num_test_views(bundle.protocol)
   start = time.monotonic()
   clips, video = video_clips.video_views(path, bundle.protocol, views)
   probabilities = _probabilities(bundle, scores_of_views(bundle, clips, views_per_chunk))

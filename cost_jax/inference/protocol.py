@@ -15,7 +15,6 @@ OFFICIAL_PROTOCOL = dict(
   clip_len=8,
   frame_interval=8,
   test_num_clips=10,
-  test_num_crops=3,
   val_short_side=256,
   crop_size=224,  # RandomCrop (train) and CenterCrop (val)
   test_short_side=256,
@@ -49,8 +48,6 @@ def check_protocol(protocol: ml_collections.ConfigDict) -> None:
   ):
     if int(protocol[key]) < 1:
       raise ValueError(f'protocol.{key}={protocol[key]!r} must be >= 1')
-  if protocol.test_num_crops != 3:
-    raise ValueError(f'protocol.test_num_crops={protocol.test_num_crops} must be 3 (ThreeCrop)')
   if protocol.test_short_side != protocol.test_crop_size:
     raise ValueError(
       f'ThreeCrop needs test_short_side == test_crop_size, got {protocol.test_short_side} '
