@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from cost_jax.metrics import VIEW_AVERAGES, num_test_views
+from cost_jax.models.recognizer import CONV_IMPLS
 
 DTYPES = ('float32', 'bfloat16')
 INIT_FIELDS = ('resnet2d', 'mmaction2', 'checkpoint')
@@ -78,6 +79,8 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
   """Choices and ranges of the model, optimiser, schedule and init settings."""
   if config.model.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={config.model.dtype!r} is not one of {DTYPES}')
+  if config.model.conv_impl not in CONV_IMPLS:
+    raise ConfigError(f'model.conv_impl={config.model.conv_impl!r} is not one of {CONV_IMPLS}')
   if config.test_average not in VIEW_AVERAGES:
     raise ConfigError(f'test_average={config.test_average!r} is not one of {VIEW_AVERAGES}')
   if list(config.optimizer.lr_decay_epochs) != sorted(config.optimizer.lr_decay_epochs):

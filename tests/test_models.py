@@ -23,7 +23,7 @@ def _model_and_variables(arch, **overrides):
 
 
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
-@pytest.mark.parametrize('impl', ['fold2d', 'conv3d'])
+@pytest.mark.parametrize('impl', ['fold2d', 'fold2d_custom_grads', 'conv3d'])
 def test_eval_logits_and_stages_match_mmaction2(arch, impl):
   io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, conv_impl=impl)
@@ -154,12 +154,14 @@ def _tiny(arch, **overrides):
     CoSTConv(6, 'costa', (1, 1, 1), fold=True),
     CoSTConv(6, 'costb', (2, 2, 2), fold=True),
     CoSTConv(6, 'costb', (1, 2, 2), fold=True),
+    CoSTConv(6, 'costb', (1, 2, 2), fold=True, custom_grads=True),
     Conv3D(6, (1, 3, 3), (2, 2, 2), (0, 1, 1)),
     Conv3D(6, (3, 1, 1), (2, 2, 2), (1, 0, 0)),
     Conv3D(6, (1, 7, 7), (1, 2, 2), (0, 3, 3)),
     Conv3D(6, (1, 1, 1), (2, 2, 2), (0, 0, 0)),
+    Conv3D(6, (1, 1, 1), (2, 2, 2), (0, 0, 0), custom_grads=True),
   ],
-  ids=lambda layer: f'{type(layer).__name__}-{layer.strides}',
+  ids=lambda layer: f'{type(layer).__name__}-{layer.strides}-{layer.custom_grads}',
 )
 def test_fold2d_and_conv3d_have_equal_gradients(layer):
   x = jax.random.normal(jax.random.key(1), (2, 5, 9, 8, 4))

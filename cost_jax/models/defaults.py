@@ -30,8 +30,8 @@ def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
       spatial_strides=(1, 2, 2, 2),
       temporal_strides=(1, 1, 1, 1),
       dropout_ratio=0.5,
-      conv_impl='fold2d',  # every conv: fold2d (kernel axes of 1 folded into the batch,
-      # CoST views as batched 2D convs) | conv3d (plain 3D convs)
+      conv_impl='auto',  # how convs and their gradients are computed (same numbers):
+      # auto | fold2d | fold2d_custom_grads | conv3d; see models/recognizer.py
       bn_group_size=8,  # clips per BatchNorm group (official: per GPU, 8); 0 = global
       dtype='float32',  # compute dtype; parameters stay float32
       remat=False,  # rematerialise each residual block in the backward pass

@@ -45,13 +45,17 @@ class BatchNorm(nn.Module):
     group = self.group_size or batch
     if batch % group:
       raise ValueError(f'BatchNorm: batch of {batch} is not divisible by bn_group_size={group}')
-    xg = x.astype(jnp.float32).reshape(batch // group, -1, channels)
-    mean = jnp.mean(xg, axis=1)  # (groups, C)
-    var = jnp.mean(jnp.square(xg - mean[:, None]), axis=1)  # biased, as torch normalises
+    # (groups, rows, columns, C): XLA:CPU reduces over two axes ~70x faster than over one long
+    # axis (in the gradient, where the reduction is fused with a product), same values.
+    rows = group * (x.shape[1] if x.ndim > 2 else 1)
+    xg = x.astype(jnp.float32).reshape(batch // group, rows, -1, channels)
+    mean = jnp.mean(xg, axis=(1, 2))  # (groups, C)
+    centred = xg - mean[:, None, None]
+    var = jnp.mean(jnp.square(centred), axis=(1, 2))  # biased, as torch normalises
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
-    y = (xg - mean[:, None]) * mul[:, None] + bias
+    y = centred * mul[:, None, None] + bias
     if not self.is_initializing():
-      count = xg.shape[1]
+      count = xg.shape[1] * xg.shape[2]
       unbiased = var * (count / max(count - 1, 1))
       m = self.momentum
       running_mean.value = (1 - m) * running_mean.value + m * jnp.mean(mean, axis=0)

@@ -11,7 +11,24 @@ from flax import linen as nn
 from cost_jax.models.head import I3DHead
 from cost_jax.models.resnet3d import ResNet3d
 
-CONV_IMPLS = ('fold2d', 'conv3d')
+# How convolutions (and their gradients) are computed; every one gives the same numbers.
+#   fold2d: kernel axes of 1 folded into the batch, CoST views as 2D convolutions; XLA's gradients.
+#   fold2d_custom_grads: fold2d, with the gradients of pointwise convolutions and max-pooling
+#     written by hand (`custom_grads`); fastest on CPU (benchmarks/vs_pytorch.py).
+#   conv3d: plain 3D convolutions.
+#   auto: the fastest measured for the platform the model runs on.
+CONV_IMPLS = ('auto', 'fold2d', 'fold2d_custom_grads', 'conv3d')
+# Measured on CPU only; the GPU/TPU choice is unmeasured (today's fold2d) until a device run.
+AUTO_CONV_IMPL = {'cpu': 'fold2d_custom_grads'}
+
+
+def resolve_conv_impl(conv_impl: str, platform: str | None = None) -> str:
+  """The formulation `conv_impl` stands for on `platform` (default: JAX's default backend)."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
+  if conv_impl != 'auto':
+    return conv_impl
+  return AUTO_CONV_IMPL.get(platform or jax.default_backend(), 'fold2d')
 
 
 class Recognizer3D(nn.Module):
@@ -27,8 +44,7 @@ class Recognizer3D(nn.Module):
 def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
   """Builds the recognizer described by `config.model` (see configs/base.py)."""
   cfg = dict(model_config)
-  if cfg.get('conv_impl', 'fold2d') not in CONV_IMPLS:
-    raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {cfg["conv_impl"]!r}')
+  conv_impl = resolve_conv_impl(cfg.get('conv_impl', 'auto'))
   dtype = jnp.dtype(cfg.get('dtype', 'float32'))
   backbone = ResNet3d(
     arch=cfg['arch'],
@@ -41,7 +57,8 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
     inflate=cfg['inflate'],
     spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
     temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
-    fold=cfg.get('conv_impl', 'fold2d') == 'fold2d',
+    fold=conv_impl != 'conv3d',
+    custom_grads=conv_impl == 'fold2d_custom_grads',
     bn_group_size=cfg.get('bn_group_size', 0),
     remat=cfg.get('remat', False),
     frozen_stages=cfg.get('frozen_stages', -1),

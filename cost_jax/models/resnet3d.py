@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from cost_jax.models import custom_grads as custom_grads_lib
 from cost_jax.models.conv import Conv3D
 from cost_jax.models.cost_layer import CoSTConv
 from cost_jax.models.norm import BatchNorm
@@ -51,6 +52,7 @@ class ConvBN(nn.Module):
   cost_variant: str | None = None  # 'costa' / 'costb': the conv is a CoST layer
   relu: bool = True
   fold: bool = True
+  custom_grads: bool = False
   bn_group_size: int = 0
   dtype: jnp.dtype = jnp.float32
 
@@ -62,6 +64,7 @@ class ConvBN(nn.Module):
         self.cost_variant,
         self.strides,
         fold=self.fold,
+        custom_grads=self.custom_grads,
         dtype=self.dtype,
         name='conv',
       )(x)
@@ -72,6 +75,7 @@ class ConvBN(nn.Module):
         self.strides,
         self.padding,
         fold=self.fold,
+        custom_grads=self.custom_grads,
         dtype=self.dtype,
         name='conv',
       )(x)
@@ -101,12 +105,18 @@ class Bottleneck(nn.Module):
   inflated: bool
   downsample: bool
   fold: bool = True
+  custom_grads: bool = False
   bn_group_size: int = 0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    common = dict(fold=self.fold, bn_group_size=self.bn_group_size, dtype=self.dtype)
+    common = dict(
+      fold=self.fold,
+      custom_grads=self.custom_grads,
+      bn_group_size=self.bn_group_size,
+      dtype=self.dtype,
+    )
     convs = block_convs(self.arch, self.inflated)
     out = ConvBN(self.planes, **convs['conv1'], **common, name='conv1')(x, train)
     out = ConvBN(self.planes, strides=self.strides, **convs['conv2'], **common, name='conv2')(
@@ -142,6 +152,7 @@ class ResNet3d(nn.Module):
   spatial_strides: tuple[int, ...] = (1, 2, 2, 2)
   temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
   fold: bool = True
+  custom_grads: bool = False
   bn_group_size: int = 0
   remat: bool = False
   frozen_stages: int = -1
@@ -152,6 +163,11 @@ class ResNet3d(nn.Module):
     """Whether BatchNorm of `stage` (0 = stem) uses batch statistics."""
     return train and not self.norm_eval and stage > self.frozen_stages
 
+  def _max_pool(self, x: jax.Array, window: tuple, strides: tuple, padding: tuple) -> jax.Array:
+    if self.custom_grads:
+      return custom_grads_lib.max_pool(x, window, strides, padding)
+    return nn.max_pool(x, window, strides, padding)
+
   def _end_of_stage(self, x: jax.Array, stage: int) -> jax.Array:
     return jax.lax.stop_gradient(x) if stage <= self.frozen_stages else x
 
@@ -161,7 +177,12 @@ class ResNet3d(nn.Module):
       raise ValueError(f'unknown arch {self.arch!r}; expected one of {ARCHS}')
     if self.depth not in STAGE_BLOCKS:
       raise ValueError(f'unknown depth {self.depth}; expected one of {sorted(STAGE_BLOCKS)}')
-    common = dict(fold=self.fold, bn_group_size=self.bn_group_size, dtype=self.dtype)
+    common = dict(
+      fold=self.fold,
+      custom_grads=self.custom_grads,
+      bn_group_size=self.bn_group_size,
+      dtype=self.dtype,
+    )
     kt, kh, kw = self.conv1_kernel
     x = ConvBN(
       self.base_channels,
@@ -172,7 +193,7 @@ class ResNet3d(nn.Module):
       name='conv1',
     )(x, self._stage_trains(0, train))
     pool1_kt = 1 if self.pool1_stride_t == 1 else 2  # as ResNet3dCoST rebuilds its maxpool
-    x = nn.max_pool(x, (pool1_kt, 3, 3), (self.pool1_stride_t, 2, 2), ((0, 0), (1, 1), (1, 1)))
+    x = self._max_pool(x, (pool1_kt, 3, 3), (self.pool1_stride_t, 2, 2), ((0, 0), (1, 1), (1, 1)))
     self.sow('intermediates', 'maxpool', x)
     x = self._end_of_stage(x, 0)
 
@@ -203,7 +224,7 @@ class ResNet3d(nn.Module):
         in_channels = planes * EXPANSION
       if stage == 0 and self.with_pool2:
         self.sow('intermediates', 'layer1', x)
-        x = nn.max_pool(x, (2, 1, 1), (2, 1, 1))
+        x = self._max_pool(x, (2, 1, 1), (2, 1, 1), ((0, 0),) * 3)
       else:
         self.sow('intermediates', f'layer{stage + 1}', x)
       x = self._end_of_stage(x, stage + 1)

@@ -1,0 +1,111 @@
+"""Max-pooling and pointwise convolutions with hand-written gradients, for XLA:CPU.
+
+XLA:CPU differentiates both slowly inside a ResNet's train step:
+
+- `reduce_window` max-pooling's gradient (argmax bookkeeping with iotas and a scatter) takes
+  ~20x its forward pass. Here a max-pool is the maximum of its window's shifted strided slices,
+  and its gradient routes the output gradient to the first slice that holds the maximum (as
+  `select_and_scatter` and PyTorch do: ties go to the first element of the window in row-major
+  order) through padding with interior zeros.
+- the weight gradient of a 1x1x1 convolution (a matmul) needs the output gradient transposed;
+  XLA fuses that transposition into BatchNorm's backward pass, where it runs several times
+  slower than on its own. An optimisation barrier keeps them apart.
+
+Forward values and gradients equal the plain operations up to float summation order.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def _window_slices(
+  x: jax.Array, window: Sequence[int], strides: Sequence[int], padding: Sequence[tuple]
+) -> tuple[list[jax.Array], tuple]:
+  """The strided slices of `x` (padded with -inf) that each window position takes, in
+  row-major window order, and the padding that was applied."""
+  pads = [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)]
+  x_padded = jnp.pad(x, pads, constant_values=-jnp.inf)
+  spatial = x_padded.shape[1:-1]
+  out = [(size - k) // s + 1 for size, k, s in zip(spatial, window, strides)]
+  slices = []
+  for offset in _ndindex(window):
+    start = (0,) + offset + (0,)
+    limit = (x.shape[0],) + tuple(o + s * (n - 1) + 1 for o, s, n in zip(offset, strides, out))
+    slices.append(
+      jax.lax.slice(x_padded, start, limit + (x.shape[-1],), (1,) + tuple(strides) + (1,))
+    )
+  return slices, pads
+
+
+def _ndindex(shape: Sequence[int]) -> list[tuple[int, ...]]:
+  offsets = [()]
+  for size in shape:
+    offsets = [o + (i,) for o in offsets for i in range(size)]
+  return offsets
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jax.Array, window: tuple, strides: tuple, padding: tuple) -> jax.Array:
+  """`flax.linen.max_pool` over the axes between batch and channels, padding with -inf."""
+  slices, _ = _window_slices(x, window, strides, padding)
+  return functools.reduce(jnp.maximum, slices)
+
+
+def _max_pool_fwd(x, window, strides, padding):
+  out = max_pool(x, window, strides, padding)
+  return out, (x, out)
+
+
+def _max_pool_bwd(window, strides, padding, residuals, grad):
+  x, out = residuals
+  slices, pads = _window_slices(x, window, strides, padding)
+  padded_shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pads))
+  dx_padded = jnp.zeros(padded_shape, grad.dtype)
+  taken = jnp.zeros(out.shape, bool)
+  zero = jnp.zeros((), grad.dtype)
+  for offset, piece in zip(_ndindex(window), slices):
+    hit = (piece == out) & ~taken
+    taken = taken | hit
+    routed = jnp.where(hit, grad, zero)
+    # Transpose of the strided slice: interior zeros between elements, then shift by `offset`.
+    config = [(0, 0, 0)]
+    for axis, (o, s) in enumerate(zip(offset, strides), start=1):
+      used = o + s * (routed.shape[axis] - 1) + 1
+      config.append((o, padded_shape[axis] - used, s - 1))
+    config.append((0, 0, 0))
+    dx_padded = dx_padded + jax.lax.pad(routed, zero, config)
+  crop = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pads))
+  return (dx_padded[crop],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+@jax.custom_vjp
+def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x (..., C) @ kernel (C, D): a 1x1x1 convolution."""
+  return jnp.einsum('...c,cd->...d', x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+  return pointwise(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, grad):
+  x, kernel = residuals
+  dx = jnp.einsum('...d,cd->...c', grad, kernel)
+  # The barrier keeps XLA:CPU from fusing the producer of `grad` (BatchNorm's backward) with the
+  # transposed copy the weight-gradient matmul needs; fused, that copy runs several times slower.
+  x2d, g2d = jax.lax.optimization_barrier(
+    (x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1]))
+  )
+  dkernel = jnp.einsum('mc,md->cd', x2d, g2d)
+  return dx, dkernel
+
+
+pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
