@@ -1,11 +1,15 @@
-"""Model speed on this machine: forward and train-step clips/s, compile time, FLOPs, % of peak.
+"""Model speed on this machine: forward and train-step clips/s, compile time, FLOPs, % of peak,
+memory.
 
-  python benchmarks/model_speed.py [--archs c2d,i3d,costa,costb] [--batch 2] [--frames 8]
-      [--size 224] [--repeats 3] [--json benchmarks/results/model_speed.json]
+  python benchmarks/model_speed.py [--archs c2d,i3d,costa,costb] [--impls fold2d,...]
+      [--dtypes float32,bfloat16] [--batch 2] [--frames 8] [--size 224] [--repeats 3]
+      [--json benchmarks/results/model_speed.json]
 
-Every row is measured in the same run as the fp32 matmul peak it is compared with. The CoST
-architectures are timed in both formulations (views as folded 2D convolutions vs three 3D
-convolutions). Medians over `--repeats` timed calls after one warm-up call.
+Every row is measured in the same run as the fp32 matmul peak it is compared with; every arch is
+timed in each `model.conv_impl` of `--impls` and each compute dtype of `--dtypes`. Medians over
+`--repeats` timed calls after one warm-up call. Memory: XLA's plan for the compiled train step
+(arguments + outputs + temporaries) and, on GPU/TPU, the device's peak bytes in use since the
+process started (run one arch, impl and dtype per process to read it per row).
 """
 
 from __future__ import annotations
@@ -52,9 +56,24 @@ def compile_and_flops(fn, *args) -> tuple:
   return compiled, seconds, float(analysis.get('flops', float('nan')))
 
 
-def bench_arch(arch: str, impl: str, args) -> dict:
+def planned_bytes(compiled) -> float:
+  """Arguments + outputs + temporaries of a compiled function (XLA's memory plan), or NaN."""
+  try:
+    m = compiled.memory_analysis()
+    return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return float('nan')
+
+
+def device_peak_bytes() -> float:
+  stats = jax.devices()[0].memory_stats() or {}
+  return float(stats.get('peak_bytes_in_use', float('nan')))
+
+
+def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
   config = base.get_model_config(arch)
   config.conv_impl = impl
+  config.dtype = dtype
   config.bn_group_size = 0
   model = create_model(config)
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))
@@ -98,6 +117,9 @@ def bench_arch(arch: str, impl: str, args) -> dict:
   return dict(
     arch=arch,
     impl=impl,
+    dtype=dtype,
+    train_step_planned_mb=planned_bytes(step) / 2**20,
+    device_peak_mb=device_peak_bytes() / 2**20,
     batch=args.batch,
     frames=args.frames,
     size=args.size,
@@ -116,10 +138,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--archs', default='c2d,i3d,costa,costb')
   parser.add_argument(
-    '--impls',
-    default='fold2d,conv3d',
-    help='CoST formulations to time (C2D/I3D use the first only)',
+    '--impls', default='fold2d,fold2d_custom_grads,conv3d', help='model.conv_impl values to time'
   )
+  parser.add_argument('--dtypes', default='float32', help='compute dtypes, e.g. float32,bfloat16')
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--size', type=int, default=224)
@@ -135,41 +156,42 @@ def main() -> None:
   rows = []
   impls = args.impls.split(',')
   for arch in args.archs.split(','):
-    for impl in impls if arch in ('costa', 'costb') else impls[:1]:
-      row = bench_arch(arch, impl, args)
-      row['forward_peak_fraction'] = row['forward_gflops_per_s'] / peak
-      row['train_peak_fraction'] = row['train_gflops_per_s'] / peak
-      rows.append(row)
-      print(f'  measured {arch}/{impl}', flush=True)
+    for impl in impls:
+      for dtype in args.dtypes.split(','):
+        row = bench_arch(arch, impl, dtype, args)
+        row['forward_peak_fraction'] = row['forward_gflops_per_s'] / peak
+        row['train_peak_fraction'] = row['train_gflops_per_s'] / peak
+        rows.append(row)
+        print(f'  measured {arch}/{impl}/{dtype}', flush=True)
 
   header = (
-    '| arch | CoST impl | fwd clips/s | train clips/s | compile fwd / train (s) | '
-    'GFLOPs/clip fwd / train | % peak fwd / train |'
+    '| arch | conv_impl | dtype | fwd clips/s | train clips/s | compile fwd / train (s) | '
+    'GFLOPs/clip fwd / train | % fp32 peak fwd / train | train step MB (plan / device peak) |'
   )
-  print(f'\nbatch {args.batch}, {args.frames}x{args.size}x{args.size}, fp32\n')
+  print(f'\nbatch {args.batch}, {args.frames}x{args.size}x{args.size}\n')
   print(header)
-  print('|' + '---|' * 7)
+  print('|' + '---|' * 9)
   for r in rows:
     print(
-      f'| {r["arch"]} | {r["impl"] if r["arch"] in ("costa", "costb") else "-"} | '
+      f'| {r["arch"]} | {r["impl"]} | {r["dtype"]} | '
       f'{r["forward_clips_per_s"]:.2f} | {r["train_clips_per_s"]:.3f} | '
       f'{r["forward_compile_s"]:.1f} / {r["train_compile_s"]:.1f} | '
       f'{r["forward_gflops_per_clip"]:.1f} / {r["train_gflops_per_clip"]:.1f} | '
-      f'{100 * r["forward_peak_fraction"]:.0f} / {100 * r["train_peak_fraction"]:.0f} |'
+      f'{100 * r["forward_peak_fraction"]:.0f} / {100 * r["train_peak_fraction"]:.0f} | '
+      f'{r["train_step_planned_mb"]:.0f} / {r["device_peak_mb"]:.0f} |'
     )
-  for arch in ('costa', 'costb'):
-    pair = {r['impl']: r for r in rows if r['arch'] == arch}
-    if {'fold2d', 'conv3d'} <= pair.keys():
-      fold, plain = pair['fold2d'], pair['conv3d']
-      print(
-        f'{arch}: fold2d / conv3d speed-up: forward '
-        f'{fold["forward_clips_per_s"] / plain["forward_clips_per_s"]:.2f}x, '
-        f'train {fold["train_clips_per_s"] / plain["train_clips_per_s"]:.2f}x'
-      )
   os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
   with open(args.json, 'w') as f:
     json.dump(
-      dict(matmul_peak_gflops=peak, device=jax.devices()[0].device_kind, rows=rows), f, indent=2
+      dict(
+        matmul_peak_gflops=peak,
+        platform=jax.default_backend(),
+        device=jax.devices()[0].device_kind,
+        device_count=jax.device_count(),
+        rows=rows,
+      ),
+      f,
+      indent=2,
     )
   print(f'\nwrote {args.json}')
 

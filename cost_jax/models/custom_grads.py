@@ -3,8 +3,8 @@
 XLA:CPU differentiates both slowly inside a ResNet's train step:
 
 - `reduce_window` max-pooling's gradient (argmax bookkeeping with iotas and a scatter) takes
-  ~20x its forward pass. Here a max-pool is the maximum of its window's shifted strided slices,
-  and its gradient routes the output gradient to the first slice that holds the maximum (as
+  ~20x its forward pass. Here the gradient compares the window's shifted strided slices with the
+  output and routes the output gradient to the first slice that holds the maximum (as
   `select_and_scatter` and PyTorch do: ties go to the first element of the window in row-major
   order) through padding with interior zeros.
 - the weight gradient of a 1x1x1 convolution (a matmul) needs the output gradient transposed;
@@ -21,6 +21,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 
 def _window_slices(
@@ -51,19 +52,20 @@ def _ndindex(shape: Sequence[int]) -> list[tuple[int, ...]]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jax.Array, window: tuple, strides: tuple, padding: tuple) -> jax.Array:
-  """`flax.linen.max_pool` over the axes between batch and channels, padding with -inf."""
-  slices, _ = _window_slices(x, window, strides, padding)
-  return functools.reduce(jnp.maximum, slices)
+  """`flax.linen.max_pool` (its forward pass) with the gradient below."""
+  return nn.max_pool(x, window, strides, padding)
 
 
 def _max_pool_fwd(x, window, strides, padding):
-  out = max_pool(x, window, strides, padding)
-  return out, (x, out)
+  # The barrier makes the residual one stored array: XLA may otherwise recompute `x` (fused
+  # BatchNorm and ReLU) inside the backward pass, rounded differently from the forward's.
+  x = jax.lax.optimization_barrier(x)
+  return nn.max_pool(x, window, strides, padding), x
 
 
-def _max_pool_bwd(window, strides, padding, residuals, grad):
-  x, out = residuals
+def _max_pool_bwd(window, strides, padding, x, grad):
   slices, pads = _window_slices(x, window, strides, padding)
+  out = functools.reduce(jnp.maximum, slices)
   padded_shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pads))
   dx_padded = jnp.zeros(padded_shape, grad.dtype)
   taken = jnp.zeros(out.shape, bool)
