@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench bench-vs-pytorch clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/frame_fidelity.py
 	$(PY) benchmarks/class_mixing.py
+
+# PyTorch side by side (installs the CPU torch wheel of requirements-bench.txt into .venv).
+bench-vs-pytorch: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) benchmarks/vs_pytorch.py --memory
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -27,8 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'demo_out', 'Where data, runs and results go.')
 flags.DEFINE_list('archs', ['costb', 'c2d'], 'Models to train, among costb and c2d.')
 
-# The synthetic dataset of the demo: the first two class pairs (4 classes, all translations).
-SYNTHETIC = dict(num_classes=4, train_per_class=150, val_per_class=25, frames=32, size=64, seed=0)
+# The synthetic dataset of the demo: all 8 classes (4 pairs: translations, rotation, scaling).
+SYNTHETIC = dict(num_classes=8, train_per_class=100, val_per_class=25, frames=32, size=64, seed=0)
 CONFIGS = {'costb': 'configs.demo_costb', 'c2d': 'configs.demo_c2d'}
 
 
@@ -115,8 +115,9 @@ def main(argv):
     json.dump(rows, f, indent=2)
   logging.info('Demo finished in %.0f s', time.monotonic() - start)
   print(
-    '\nSynthetic frame-order dataset: 4 classes, each the time reversal of another '
-    '(chance 25%; without temporal modelling at most 50%).\n'
+    f'\nSynthetic frame-order dataset: {SYNTHETIC["num_classes"]} classes, each the time '
+    f'reversal of another (chance {100 / SYNTHETIC["num_classes"]:.1f}%; without temporal '
+    'modelling at most 50%).\n'
   )
   print(table)
   print(f'\nTotal time {time.monotonic() - start:.0f} s. Results in {workdir}/results.md')
