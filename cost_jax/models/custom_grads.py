@@ -6,7 +6,9 @@ XLA:CPU differentiates both slowly inside a ResNet's train step:
   ~20x its forward pass. Here the gradient compares the window's shifted strided slices with the
   output and routes the output gradient to the first slice that holds the maximum (as
   `select_and_scatter` and PyTorch do: ties go to the first element of the window in row-major
-  order) through padding with interior zeros.
+  order) through padding with interior zeros. The pooled input is kept as one stored array
+  (an optimisation barrier): recomputed inside the backward pass, it could round differently and
+  no slice would equal the output.
 - the weight gradient of a 1x1x1 convolution (a matmul) needs the output gradient transposed;
   XLA fuses that transposition into BatchNorm's backward pass, where it runs several times
   slower than on its own. An optimisation barrier keeps them apart.
@@ -17,6 +19,7 @@ Forward values and gradients equal the plain operations up to float summation or
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Sequence
 
 import jax
@@ -44,10 +47,8 @@ def _window_slices(
 
 
 def _ndindex(shape: Sequence[int]) -> list[tuple[int, ...]]:
-  offsets = [()]
-  for size in shape:
-    offsets = [o + (i,) for o in offsets for i in range(size)]
-  return offsets
+  """Every offset inside a window of `shape`, in row-major order."""
+  return list(itertools.product(*(range(size) for size in shape)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
