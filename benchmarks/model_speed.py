@@ -23,9 +23,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
+
 from configs import base  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 
@@ -79,28 +80,9 @@ def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))
   labels = jnp.zeros((args.batch,), jnp.int32)
   variables = jax.jit(lambda k: model.init({'params': k}, clips[:1]))(jax.random.key(1))
-  tx = optax.chain(
-    optax.clip_by_global_norm(40.0), optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
-  )
+  tx = jax_steps.official_tx()
   opt_state = tx.init(variables['params'])
-
-  def forward(variables, clips):
-    return model.apply(variables, clips, train=False)
-
-  def train_step(params, batch_stats, opt_state, clips, labels, key):
-    def loss_fn(params):
-      logits, new_state = model.apply(
-        {'params': params, 'batch_stats': batch_stats},
-        clips,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': key},
-      )
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new_state
-
-    grads, new_state = jax.grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_state['batch_stats'], opt_state
+  forward, train_step = jax_steps.forward_fn(model), jax_steps.train_step_fn(model, tx)
 
   fwd, fwd_compile, fwd_flops = compile_and_flops(forward, variables, clips)
   step_args = (

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 # The block layout is the JAX model's own (a benchmark may import the package).
+from cost_jax.models.recognizer import backbone_architecture
 from cost_jax.models.resnet3d import ARCHS, EXPANSION, block_convs, expand_inflate
 
 
@@ -252,18 +253,7 @@ class Recognizer3D(nn.Module):
 def build_model(model_config: Mapping[str, Any]) -> Recognizer3D:
   """The torch mirror of the model a `cost_jax` model config describes."""
   cfg = dict(model_config)
-  backbone = ResNet3dCoST(
-    arch=cfg['arch'],
-    depth=cfg['depth'],
-    base_channels=cfg['base_channels'],
-    conv1_kernel=tuple(cfg.get('conv1_kernel', (1, 7, 7))),
-    conv1_stride_t=cfg.get('conv1_stride_t', 1),
-    pool1_stride_t=cfg.get('pool1_stride_t', 1),
-    with_pool2=cfg.get('with_pool2', True),
-    inflate=cfg['inflate'],
-    spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
-    temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
-  )
+  backbone = ResNet3dCoST(**backbone_architecture(cfg))
   head = I3DHead(cfg['num_classes'], backbone.feat_dim, cfg.get('dropout_ratio', 0.5))
   return Recognizer3D(backbone, head)
 

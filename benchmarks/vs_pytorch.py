@@ -50,6 +50,8 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
+
 from configs import base  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models.recognizer import CONV_IMPLS  # noqa: E402
@@ -67,7 +69,6 @@ except ImportError as e:
   print('benchmarks/vs_pytorch.py needs PyTorch: pip install -r requirements-bench.txt')
   sys.exit(2)
 
-LR, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.01, 0.9, 1e-4, 40.0
 SCALING_BATCHES = (1, 2, 4, 8)
 SCALING_FRAMES = (8, 16)
 MEMORY_STEPS = 2
@@ -107,14 +108,6 @@ def to_torch_clips(clips: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()  # NTHWC -> NCTHW
 
 
-def make_tx():
-  return optax.chain(
-    optax.clip_by_global_norm(CLIP_NORM),
-    optax.add_decayed_weights(WEIGHT_DECAY),
-    optax.sgd(LR, momentum=MOMENTUM),
-  )
-
-
 def init_host_variables(arch: str, args) -> dict:
   cfg = model_config(arch, 'fold2d', args)
   variables = jax.jit(lambda key: init_variables(cfg, key))(jax.random.key(args.seed))
@@ -127,30 +120,13 @@ class JaxSide:
   def __init__(self, arch: str, impl: str, args, variables: dict, clips, labels, forward=True):
     self.impl = impl
     self.model = create_model(model_config(arch, impl, args))
-    self.tx = make_tx()
+    self.tx = jax_steps.official_tx()
     self.variables = jax.device_put(variables)
     self.clips, self.labels = jnp.asarray(clips), jnp.asarray(labels)
     self.key = jax.random.key(1)
     model, tx = self.model, self.tx
 
-    def forward_fn(variables, clips):
-      return model.apply(variables, clips, train=False)
-
-    def train_step(params, batch_stats, opt_state, clips, labels, key):
-      def loss_fn(params):
-        logits, new_state = model.apply(
-          {'params': params, 'batch_stats': batch_stats},
-          clips,
-          train=True,
-          mutable=['batch_stats'],
-          rngs={'dropout': key},
-        )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, new_state['batch_stats']
-
-      grads, new_stats = jax.grad(loss_fn, has_aux=True)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), new_stats, opt_state
+    forward_fn, train_step = jax_steps.forward_fn(model), jax_steps.train_step_fn(model, tx)
 
     self.forward_compile_s = None
     if forward:
@@ -204,7 +180,10 @@ class TorchSide:
 
   def reset_optimizer(self):
     self.opt = torch.optim.SGD(
-      self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+      self.model.parameters(),
+      lr=jax_steps.LR,
+      momentum=jax_steps.MOMENTUM,
+      weight_decay=jax_steps.WEIGHT_DECAY,
     )
 
   def set_inputs(self, clips: np.ndarray, labels: np.ndarray):
@@ -219,7 +198,7 @@ class TorchSide:
     self.opt.zero_grad(set_to_none=True)
     loss = F.cross_entropy(self.model(self.x), self.y)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP_NORM)
+    torch.nn.utils.clip_grad_norm_(self.model.parameters(), jax_steps.CLIP_NORM)
     self.opt.step()
     return loss
 

@@ -41,12 +41,10 @@ class Recognizer3D(nn.Module):
     return self.cls_head(self.backbone(clips, train), train)
 
 
-def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
-  """Builds the recognizer described by `config.model` (see configs/base.py)."""
-  cfg = dict(model_config)
-  conv_impl = resolve_conv_impl(cfg.get('conv_impl', 'auto'))
-  dtype = jnp.dtype(cfg.get('dtype', 'float32'))
-  backbone = ResNet3d(
+def backbone_architecture(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """The fields of a model config that fix the backbone's layers and weights, with defaults."""
+  cfg = model_config
+  return dict(
     arch=cfg['arch'],
     depth=cfg['depth'],
     base_channels=cfg['base_channels'],
@@ -57,6 +55,16 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
     inflate=cfg['inflate'],
     spatial_strides=tuple(cfg.get('spatial_strides', (1, 2, 2, 2))),
     temporal_strides=tuple(cfg.get('temporal_strides', (1, 1, 1, 1))),
+  )
+
+
+def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
+  """Builds the recognizer described by `config.model` (see configs/base.py)."""
+  cfg = dict(model_config)
+  conv_impl = resolve_conv_impl(cfg.get('conv_impl', 'auto'))
+  dtype = jnp.dtype(cfg.get('dtype', 'float32'))
+  backbone = ResNet3d(
+    **backbone_architecture(cfg),
     fold=conv_impl != 'conv3d',
     custom_grads=conv_impl == 'fold2d_custom_grads',
     bn_group_size=cfg.get('bn_group_size', 0),
