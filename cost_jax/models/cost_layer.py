@@ -58,7 +58,6 @@ class CoSTConv(nn.Module):
     kernel_size, padding: spatial size of the shared kernel and its padding.
     use_bias: add a bias after the mix (off inside the backbone).
     fold: compute each view as a 2D convolution with its third axis folded into the batch.
-    custom_grads: with `fold`, take the convolutions' gradients from `custom_grads`.
   """
 
   features: int
@@ -68,7 +67,6 @@ class CoSTConv(nn.Module):
   padding: int = 1
   use_bias: bool = False
   fold: bool = True
-  custom_grads: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
