@@ -360,12 +360,7 @@ def format_text(report: Mapping[str, Any]) -> str:
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string(
-  'checkpoint',
-  None,
-  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
-  flag_values=FLAGS,
-)
+cli.define_checkpoint_flag(FLAGS)
 flags.DEFINE_string('output_dir', None, 'Where to write the JSON and PNG.', flag_values=FLAGS)
 flags.DEFINE_string(
   'data', None, 'TFRecord directory (data_prep output); needed for CoST(b).', flag_values=FLAGS
@@ -385,9 +380,7 @@ flags.DEFINE_string(
 def _main(positional: list[str]) -> int:
   if positional:
     raise cli.UsageError(f'unexpected arguments: {positional}')
-  for name in ('checkpoint', 'output_dir'):
-    if not FLAGS[name].value:
-      raise cli.UsageError(f'--{name} is required')
+  cli.require(FLAGS, 'checkpoint', 'output_dir')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')

@@ -42,6 +42,23 @@ def user_errors() -> tuple[type[Exception], ...]:
   )
 
 
+def define_checkpoint_flag(flag_values: flags.FlagValues) -> None:
+  """`--checkpoint`, as every tool that loads a trained model takes it."""
+  flags.DEFINE_string(
+    'checkpoint',
+    None,
+    'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
+    flag_values=flag_values,
+  )
+
+
+def require(flag_values: flags.FlagValues, *names: str) -> None:
+  """Raises UsageError naming the first of the flags `names` left empty."""
+  for name in names:
+    if not flag_values[name].value:
+      raise UsageError(f'--{name} is required')
+
+
 def report(error: BaseException) -> int:
   """Prints `error: ...` on stderr; returns the exit status of a user's mistake."""
   print(f'error: {error}', file=sys.stderr)

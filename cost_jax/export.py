@@ -194,12 +194,7 @@ def export(
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string(
-  'checkpoint',
-  None,
-  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
-  flag_values=FLAGS,
-)
+cli.define_checkpoint_flag(FLAGS)
 flags.DEFINE_string('output', None, 'Directory to write the export to.', flag_values=FLAGS)
 flags.DEFINE_enum('format', 'both', FORMATS, 'What to export.', flag_values=FLAGS)
 flags.DEFINE_integer(
@@ -219,9 +214,7 @@ flags.DEFINE_string(
 def _main(positional: list[str]) -> int:
   if positional:
     raise cli.UsageError(f'unexpected arguments: {positional}')
-  for name in ('checkpoint', 'output'):
-    if not FLAGS[name].value:
-      raise cli.UsageError(f'--{name} is required')
+  cli.require(FLAGS, 'checkpoint', 'output')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')

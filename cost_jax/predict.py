@@ -143,12 +143,7 @@ def to_json(results: Sequence[dict[str, Any]], bundle: loading.ModelBundle) -> s
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string(
-  'checkpoint',
-  None,
-  'Trainer workdir / checkpoint directory, saved-model directory or MMAction2 .pth/.npz.',
-  flag_values=FLAGS,
-)
+cli.define_checkpoint_flag(FLAGS)
 flags.DEFINE_string(
   'labels',
   None,
@@ -207,8 +202,7 @@ def protocol_overrides(values: flags.FlagValues) -> dict[str, int]:
 
 
 def _main(videos: list[str]) -> int:
-  if not FLAGS.checkpoint:
-    raise cli.UsageError('--checkpoint is required')
+  cli.require(FLAGS, 'checkpoint')
   if not videos:
     raise cli.UsageError('give at least one video file')
   import tensorflow as tf
