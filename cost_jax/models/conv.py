@@ -86,15 +86,14 @@ def conv3d_folded(
     if custom_grads:
       return custom_grads_lib.pointwise(x, kernel[0, 0, 0])
     return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
-  conv2d_fn = custom_grads_lib.conv2d if custom_grads else conv2d
   if kt == 1 and padding[0] == 0:
     folded, info = fold_axis_into_batch(x, 1, st)
-    return unfold_axis(conv2d_fn(folded, kernel[0], (sh, sw), tuple(padding[1:])), info)
+    return unfold_axis(conv2d(folded, kernel[0], (sh, sw), padding[1:]), info)
   if kh == 1 and kw == 1 and padding[1] == padding[2] == 0:
     x = x[:, :, ::sh, ::sw]
     n, t, h, w, c = x.shape
     cols = jnp.moveaxis(x, 1, 3).reshape(n * h * w, t, 1, c)  # (NHW, T, 1, C)
-    y = conv2d_fn(cols, kernel[:, 0], (st, 1), (padding[0], 0))
+    y = conv2d(cols, kernel[:, 0], (st, 1), (padding[0], 0))
     return jnp.moveaxis(y.reshape(n, h, w, y.shape[1], y.shape[-1]), 3, 1)
   return conv3d(x, kernel, strides, padding)
 

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cost_jax.models import conv as conv_lib
-from cost_jax.models import custom_grads as custom_grads_lib
 
 VIEWS = ('hw', 'tw', 'th')
 # Which NTHWC axis each view folds into the batch (its kernel has size 1 there).
@@ -28,27 +27,18 @@ def costa_alpha_init(key, shape, dtype=jnp.float32):
 
 
 def view_convolutions(
-  x: jax.Array,
-  kernel: jax.Array,
-  strides: tuple[int, int, int],
-  padding: int,
-  fold: bool,
-  custom_grads: bool = False,
+  x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int], padding: int, fold: bool
 ) -> dict[str, jax.Array]:
-  """The three raw view convolutions of `x` (NTHWC) with the shared kernel (k, k, Cin, Cout).
-
-  `custom_grads` (with `fold`): the 2D convolutions' kernel gradients from `custom_grads`.
-  """
+  """The three raw view convolutions of `x` (NTHWC) with the shared kernel (k, k, Cin, Cout)."""
   st, sh, sw = strides
   p = padding
-  conv2d_fn = custom_grads_lib.conv2d if custom_grads else conv_lib.conv2d
   if fold:
     view_strides = {'hw': (sh, sw), 'tw': (st, sw), 'th': (st, sh)}
     outputs = {}
     for view in VIEWS:
       axis = _FOLDED_AXIS[view]
       folded, info = conv_lib.fold_axis_into_batch(x, axis, strides[axis - 1])
-      y = conv2d_fn(folded, kernel, view_strides[view], (p, p))
+      y = conv_lib.conv2d(folded, kernel, view_strides[view], (p, p))
       outputs[view] = conv_lib.unfold_axis(y, info)
     return outputs
   return {
@@ -68,7 +58,6 @@ class CoSTConv(nn.Module):
     kernel_size, padding: spatial size of the shared kernel and its padding.
     use_bias: add a bias after the mix (off inside the backbone).
     fold: compute each view as a 2D convolution with its third axis folded into the batch.
-    custom_grads: with `fold`, the kernel gradient of each view from `custom_grads.conv2d`.
   """
 
   features: int
@@ -78,7 +67,6 @@ class CoSTConv(nn.Module):
   padding: int = 1
   use_bias: bool = False
   fold: bool = True
-  custom_grads: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -90,9 +78,7 @@ class CoSTConv(nn.Module):
       'kernel', conv_lib.kaiming_fan_out, (k, k, x.shape[-1], self.features), jnp.float32
     )
     x = x.astype(self.dtype)
-    views = view_convolutions(
-      x, kernel.astype(self.dtype), self.strides, self.padding, self.fold, self.custom_grads
-    )
+    views = view_convolutions(x, kernel.astype(self.dtype), self.strides, self.padding, self.fold)
     self.sow('cost_views', 'views', views)  # raw views, for tests and figures
 
     if self.variant == 'costa':

@@ -1,6 +1,6 @@
-"""Max-pooling and convolutions with hand-written gradients, for XLA:CPU.
+"""Max-pooling and pointwise convolutions with hand-written gradients, for XLA:CPU.
 
-XLA:CPU differentiates these slowly inside a ResNet's train step:
+XLA:CPU differentiates both slowly inside a ResNet's train step:
 
 - `reduce_window` max-pooling's gradient (argmax bookkeeping with iotas and a scatter) takes
   ~20x its forward pass. Here the gradient compares the window's shifted strided slices with the
@@ -12,10 +12,6 @@ XLA:CPU differentiates these slowly inside a ResNet's train step:
 - the weight gradient of a 1x1x1 convolution (a matmul) needs the output gradient transposed;
   XLA fuses that transposition into BatchNorm's backward pass, where it runs several times
   slower than on its own. An optimisation barrier keeps them apart.
-- the weight gradient of a kh x kw 2D convolution runs 2-4x slower than its forward pass when the
-  feature maps are large (56x56 with 64 channels: 100 ms against PyTorch's 18). Here it is a sum
-  over chunks of the batch (a `lax.scan`): each chunk's kh*kw shifted strided slices, small
-  enough to stay in cache, are contracted with the chunk's output gradient in one matmul.
 
 Forward values and gradients equal the plain operations up to float summation order.
 """
@@ -116,68 +112,3 @@ def _pointwise_bwd(residuals, grad):
 
 
 pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
-
-
-# Bytes of shifted slices one step of the weight-gradient scan builds: a few MB stay in cache
-# (measured on a 2-core CPU: 2 MB and 32 MB chunks were 10-70% slower than 8 MB at 56x56x64).
-_CHUNK_BYTES = 8 << 20
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple, padding: tuple) -> jax.Array:
-  """NHWC x HWIO convolution with symmetric `padding` (PyTorch semantics); gradients below."""
-  return _conv2d(x, kernel, strides, padding)
-
-
-def _conv2d(x, kernel, strides, padding):
-  return jax.lax.conv_general_dilated(
-    x, kernel, tuple(strides), [(p, p) for p in padding], dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-  )
-
-
-def _conv2d_fwd(x, kernel, strides, padding):
-  return _conv2d(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv2d_bwd(strides, padding, residuals, grad):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv2d(x, kernel, strides, padding), x)
-  (dx,) = input_vjp(grad)
-  return dx, conv2d_weight_grad(x, grad, kernel.shape, strides, padding)
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
-def conv2d_weight_grad(
-  x: jax.Array, grad: jax.Array, kernel_shape: tuple, strides: tuple, padding: tuple
-) -> jax.Array:
-  """d(loss)/d(kernel) of `conv2d(x, kernel, strides, padding)` given d(loss)/d(output)."""
-  kh, kw, c, d = kernel_shape
-  n, ho, wo, _ = grad.shape
-  sh, sw = strides
-  per_sample = kh * kw * ho * wo * c * x.dtype.itemsize
-  chunk = max(1, min(n, _CHUNK_BYTES // per_sample))
-  steps = -(-n // chunk)
-  extra = steps * chunk - n  # zero samples added to fill the last chunk add nothing to the sum
-  ph, pw = padding
-  x = jnp.pad(x, ((0, extra), (ph, ph), (pw, pw), (0, 0)))
-  grad = jnp.pad(grad, ((0, extra), (0, 0), (0, 0), (0, 0)))
-  x_chunks = x.reshape((steps, chunk) + x.shape[1:])
-  grad_chunks = grad.reshape(steps, chunk * ho * wo, d)
-
-  def add_chunk(total, chunk_arrays):
-    xs, gs = chunk_arrays
-    taps = [
-      jax.lax.slice(
-        xs, (0, i, j, 0), (chunk, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1)
-      )
-      for i in range(kh)
-      for j in range(kw)
-    ]
-    patches = jnp.stack(taps).reshape(kh * kw, chunk * ho * wo, c)
-    return total + jnp.einsum('tmc,md->tcd', patches, gs, preferred_element_type=jnp.float32), None
-
-  total = jnp.zeros((kh * kw, c, d), jnp.float32)
-  total, _ = jax.lax.scan(add_chunk, total, (x_chunks, grad_chunks))
-  return total.reshape(kernel_shape).astype(x.dtype)

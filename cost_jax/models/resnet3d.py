@@ -64,7 +64,6 @@ class ConvBN(nn.Module):
         self.cost_variant,
         self.strides,
         fold=self.fold,
-        custom_grads=self.custom_grads,
         dtype=self.dtype,
         name='conv',
       )(x)
