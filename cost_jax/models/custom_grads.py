@@ -53,7 +53,15 @@ def _ndindex(shape: Sequence[int]) -> list[tuple[int, ...]]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jax.Array, window: tuple, strides: tuple, padding: tuple) -> jax.Array:
-  """`flax.linen.max_pool` (its forward pass) with the gradient below."""
+  """`flax.linen.max_pool` (same values) with the gradient below."""
+  return _max_pool_forward(x, window, strides, padding)
+
+
+def _max_pool_forward(x, window, strides, padding):
+  # Windows that tile the input without overlap or padding (pool2's (2, 1, 1)) are the maximum
+  # of their strided slices: one elementwise pass. Overlapping windows keep reduce_window.
+  if tuple(window) == tuple(strides) and all(tuple(p) == (0, 0) for p in padding):
+    return functools.reduce(jnp.maximum, _window_slices(x, window, strides, padding)[0])
   return nn.max_pool(x, window, strides, padding)
 
 
@@ -61,7 +69,7 @@ def _max_pool_fwd(x, window, strides, padding):
   # The barrier makes the residual one stored array: XLA may otherwise recompute `x` (fused
   # BatchNorm and ReLU) inside the backward pass, rounded differently from the forward's.
   x = jax.lax.optimization_barrier(x)
-  return nn.max_pool(x, window, strides, padding), x
+  return _max_pool_forward(x, window, strides, padding), x
 
 
 def _max_pool_bwd(window, strides, padding, x, grad):
