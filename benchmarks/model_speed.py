@@ -6,7 +6,8 @@ memory.
       [--json benchmarks/results/model_speed.json]
 
 Every row is measured in the same run as the fp32 matmul peak it is compared with; every arch is
-timed in each `model.conv_impl` of `--impls` and each compute dtype of `--dtypes`. Medians over
+timed in each `model.conv_impl` of `--impls` (suffixed `:xla-default`: compiled with XLA's default
+options instead of `cost_jax.xla_options`) and each compute dtype of `--dtypes`. Medians over
 `--repeats` timed calls after one warm-up call. Memory: XLA's plan for the compiled train step
 (arguments + outputs + temporaries) and, on GPU/TPU, the device's peak bytes in use since the
 process started (run one arch, impl and dtype per process to read it per row).
@@ -47,9 +48,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / median_seconds(lambda: matmul(a), repeats) / 1e9
 
 
-def compile_and_flops(fn, *args) -> tuple:
+def compile_and_flops(fn, tuned: bool, *args) -> tuple:
   start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax_steps.jit(fn, tuned).lower(*args).compile()
   seconds = time.perf_counter() - start
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
@@ -72,8 +73,9 @@ def device_peak_bytes() -> float:
 
 
 def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
+  """`impl`: a conv_impl, maybe suffixed with jax_steps.XLA_DEFAULT_SUFFIX."""
   config = base.get_model_config(arch)
-  config.conv_impl = impl
+  config.conv_impl, tuned = jax_steps.parse_impl(impl)
   config.dtype = dtype
   config.bn_group_size = 0
   model = create_model(config)
@@ -84,7 +86,7 @@ def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
   opt_state = tx.init(variables['params'])
   forward, train_step = jax_steps.forward_fn(model), jax_steps.train_step_fn(model, tx)
 
-  fwd, fwd_compile, fwd_flops = compile_and_flops(forward, variables, clips)
+  fwd, fwd_compile, fwd_flops = compile_and_flops(forward, tuned, variables, clips)
   step_args = (
     variables['params'],
     variables['batch_stats'],
@@ -93,7 +95,7 @@ def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
     labels,
     jax.random.key(2),
   )
-  step, step_compile, step_flops = compile_and_flops(train_step, *step_args)
+  step, step_compile, step_flops = compile_and_flops(train_step, tuned, *step_args)
   fwd_s = median_seconds(lambda: fwd(variables, clips), args.repeats)
   step_s = median_seconds(lambda: step(*step_args), args.repeats)
   return dict(
@@ -120,7 +122,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--archs', default='c2d,i3d,costa,costb')
   parser.add_argument(
-    '--impls', default='fold2d,fold2d_custom_grads,conv3d', help='model.conv_impl values to time'
+    '--impls',
+    default='fold2d,fold2d_custom_grads,conv3d',
+    help='model.conv_impl values to time, compiled with cost_jax.xla_options or, suffixed '
+    f'{jax_steps.XLA_DEFAULT_SUFFIX}, with XLA defaults',
   )
   parser.add_argument('--dtypes', default='float32', help='compute dtypes, e.g. float32,bfloat16')
   parser.add_argument('--batch', type=int, default=2)

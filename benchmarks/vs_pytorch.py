@@ -2,7 +2,7 @@
 
   python benchmarks/vs_pytorch.py [--archs costb,c2d] [--batch 2] [--frames 8] [--size 224]
       [--base-channels 64] [--num-classes 400] [--depth 50] [--repeats 5]
-      [--impls fold2d,fold2d_custom_grads] [--threads N] [--scaling] [--memory]
+      [--impls auto,auto:xla-default,fold2d] [--threads N] [--scaling] [--memory]
       [--json benchmarks/results/vs_pytorch.json]
 
 The PyTorch side is `benchmarks/torch_cost.py`, a plain-PyTorch mirror of the official code
@@ -16,7 +16,8 @@ against the torch model run in fp64: JAX fp32's max |error| / max |value| must b
 `--rtol` (1e-4; gradients `--grad-rtol`, 1e-3) or `--noise-factor` (10) times that of torch fp32,
 whose own error grows where BatchNorm normalises few values (small inputs, deep layers).
 
-Timing: after one warm-up call of each, the JAX formulations (`--impls`, `model.conv_impl`) and
+Timing: after one warm-up call of each, the JAX formulations (`--impls`: a `model.conv_impl`,
+compiled with `cost_jax.xla_options`, or with XLA's defaults when suffixed `:xla-default`) and
 torch are called in turn, `--repeats` rounds (the order reverses every round), and the medians
 are reported. Forward: eval mode (`torch.inference_mode`). Train step: the official recipe's
 cross-entropy, backward, gradient clipping at global norm 40, SGD (momentum 0.9, weight decay
@@ -118,8 +119,9 @@ class JaxSide:
   """One JAX formulation at one input shape: compiled forward and donated train step."""
 
   def __init__(self, arch: str, impl: str, args, variables: dict, clips, labels, forward=True):
-    self.impl = impl
-    self.model = create_model(model_config(arch, impl, args))
+    self.impl = impl  # the label: a conv_impl, maybe with jax_steps.XLA_DEFAULT_SUFFIX
+    self.conv_impl, tuned = jax_steps.parse_impl(impl)
+    self.model = create_model(model_config(arch, self.conv_impl, args))
     self.tx = jax_steps.official_tx()
     self.variables = jax.device_put(variables)
     self.clips, self.labels = jnp.asarray(clips), jnp.asarray(labels)
@@ -131,12 +133,12 @@ class JaxSide:
     self.forward_compile_s = None
     if forward:
       start = time.perf_counter()
-      self.fwd = jax.jit(forward_fn).lower(self.variables, self.clips).compile()
+      self.fwd = jax_steps.jit(forward_fn, tuned).lower(self.variables, self.clips).compile()
       self.forward_compile_s = time.perf_counter() - start
     self.state = self._fresh_state()
     start = time.perf_counter()
     self.step = (
-      jax.jit(train_step, donate_argnums=(0, 1, 2))
+      jax_steps.jit(train_step, tuned, donate_argnums=(0, 1, 2))
       .lower(*self.state, self.clips, self.labels, self.key)
       .compile()
     )
@@ -278,7 +280,7 @@ def compare(got, fp32, fp64, floor: float, factor: float) -> dict:
 
 def check_equal(arch: str, side: JaxSide, args, ref: dict) -> dict:
   """Compares one JAX formulation with the torch reference; exits if they differ."""
-  model = create_model(model_config(arch, side.impl, args, dropout_ratio=0.0))
+  model = create_model(model_config(arch, side.conv_impl, args, dropout_ratio=0.0))
 
   def loss_and_grads(params, batch_stats, clips, labels):
     def loss_fn(params):
@@ -598,8 +600,9 @@ def parse_args(argv=None):
   parser.add_argument('--warmup', type=int, default=1, help='untimed calls of each first')
   parser.add_argument(
     '--impls',
-    default='fold2d,fold2d_custom_grads',
-    help=f'JAX model.conv_impl values to time; those not in {CONV_IMPLS} are skipped',
+    default='auto,auto:xla-default',
+    help=f'JAX model.conv_impl values to time ({CONV_IMPLS}; others are skipped), compiled '
+    f'with cost_jax.xla_options, or with XLA defaults if suffixed {jax_steps.XLA_DEFAULT_SUFFIX}',
   )
   parser.add_argument('--threads', type=int, default=os.cpu_count(), help='torch threads')
   parser.add_argument('--scaling', action='store_true', help='also batch 1-8 and frames 8/16')
@@ -626,7 +629,7 @@ def main() -> None:
   torch.set_num_threads(args.threads)
   impls = []
   for impl in args.impls.split(','):
-    if impl in CONV_IMPLS:
+    if jax_steps.parse_impl(impl)[0] in CONV_IMPLS:
       impls.append(impl)
     else:
       print(f'skipping impl {impl!r}: not in cost_jax CONV_IMPLS {CONV_IMPLS}')

@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags
 from flax import traverse_util
 
-from cost_jax import cli
+from cost_jax import cli, xla_options
 from cost_jax.data import transforms
 from cost_jax.inference import loading
 from cost_jax.inference.protocol import PROTOCOL_FIELDS
@@ -108,7 +108,7 @@ def _view_weights_fn(bundle: loading.ModelBundle):
     flat = traverse_util.flatten_dict(state['intermediates'])
     return {_layer_name(k): v[0] for k, v in flat.items() if k[-1] == 'view_weights'}
 
-  return jax.jit(fn)
+  return xla_options.jit(fn)
 
 
 def predicted_view_weights(

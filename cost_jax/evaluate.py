@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cost_jax import config_checks, sharding, steps
+from cost_jax import config_checks, sharding, steps, xla_options
 from cost_jax import metrics as metrics_lib
 from cost_jax import workdir as layout
 from cost_jax.data import input_pipeline, schema
@@ -65,7 +65,7 @@ def inference_fn(step: Callable[..., jax.Array], mesh) -> Callable[..., tuple]:
   def run(variables, batch):
     return step(variables, batch), batch['label'], batch['mask'], batch['index']
 
-  return jax.jit(
+  return xla_options.jit(
     run,
     in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
     out_shardings=sharding.replicated(mesh),

@@ -22,7 +22,16 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from cost_jax import checkpointing, config_checks, evaluate, init_weights, optim, sharding, steps
+from cost_jax import (
+  checkpointing,
+  config_checks,
+  evaluate,
+  init_weights,
+  optim,
+  sharding,
+  steps,
+  xla_options,
+)
 from cost_jax import metrics as metrics_lib
 from cost_jax import workdir as layout
 from cost_jax.data import input_pipeline
@@ -238,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     **processes,
   )
   repl = sharding.replicated(mesh)
-  train_step = jax.jit(
+  train_step = xla_options.jit(
     functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, data_config=config.data
     ),

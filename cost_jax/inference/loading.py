@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from cost_jax import checkpoint_integrity as integrity
-from cost_jax import checkpointing, metrics, orbax_quiet
+from cost_jax import checkpointing, metrics, orbax_quiet, xla_options
 from cost_jax import workdir as layout
 from cost_jax.data import transforms
 from cost_jax.data.labels import read_label_names
@@ -92,7 +92,9 @@ class ModelBundle:
     once per bundle (the protocol's mean/std/average are read then); (N, K) float32 numpy."""
     if 'scores' not in self._apply_cache:
       logits, average = self.logits_fn(), self.protocol.average
-      self._apply_cache['scores'] = jax.jit(lambda v, c: metrics.view_scores(logits(v, c), average))
+      self._apply_cache['scores'] = xla_options.jit(
+        lambda v, c: metrics.view_scores(logits(v, c), average)
+      )
     return np.asarray(self._apply_cache['scores'](self.variables, clips_uint8))
 
 
