@@ -123,7 +123,7 @@ def main() -> None:
   parser.add_argument('--archs', default='c2d,i3d,costa,costb')
   parser.add_argument(
     '--impls',
-    default='fold2d,fold2d_custom_grads,conv3d',
+    default='fold2d_custom_grads,fold2d_custom_grads:xla-default,fold2d',
     help='model.conv_impl values to time, compiled with cost_jax.xla_options or, suffixed '
     f'{jax_steps.XLA_DEFAULT_SUFFIX}, with XLA defaults',
   )
