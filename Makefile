@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/frame_fidelity.py
 	$(PY) benchmarks/class_mixing.py
 
-# PyTorch side by side (installs the CPU torch wheel of requirements-bench.txt into .venv).
+# PyTorch side by side (installs requirements-bench.txt into .venv; see its note on the CPU build).
 bench-vs-pytorch: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) benchmarks/vs_pytorch.py --memory

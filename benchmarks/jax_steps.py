@@ -12,12 +12,10 @@ import jax
 import optax
 from flax import linen as nn
 
-from cost_jax import xla_options
-
 LR, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.01, 0.9, 1e-4, 40.0
 
 # A benchmark's `--impls` entry is a `model.conv_impl`, compiled with cost_jax's measured XLA
-# options (`cost_jax.xla_options`), or with this suffix: with XLA's defaults, for comparison.
+# options (`cost_jax.xla_options.jit`), or with this suffix: with XLA's defaults, for comparison.
 XLA_DEFAULT_SUFFIX = ':xla-default'
 
 
@@ -26,11 +24,6 @@ def parse_impl(label: str) -> tuple[str, bool]:
   if label.endswith(XLA_DEFAULT_SUFFIX):
     return label[: -len(XLA_DEFAULT_SUFFIX)], False
   return label, True
-
-
-def jit(fun, tuned: bool, **jit_kwargs):
-  """`jax.jit` with cost_jax's compiler options (`tuned`) or XLA's defaults."""
-  return jax.jit(fun, compiler_options=xla_options.compiler_options(tuned=tuned), **jit_kwargs)
 
 
 def official_tx() -> optax.GradientTransformation:

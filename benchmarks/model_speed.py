@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
 from configs import base  # noqa: E402
+from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 def compile_and_flops(fn, tuned: bool, *args) -> tuple:
   start = time.perf_counter()
-  compiled = jax_steps.jit(fn, tuned).lower(*args).compile()
+  compiled = xla_options.jit(fn, tuned=tuned).lower(*args).compile()
   seconds = time.perf_counter() - start
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):

@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
 from configs import base  # noqa: E402
+from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models.recognizer import CONV_IMPLS  # noqa: E402
 from cost_jax.models.resnet3d import STAGE_BLOCKS  # noqa: E402
@@ -120,7 +121,7 @@ class JaxSide:
 
   def __init__(self, arch: str, impl: str, args, variables: dict, clips, labels, forward=True):
     self.impl = impl  # the label: a conv_impl, maybe with jax_steps.XLA_DEFAULT_SUFFIX
-    self.conv_impl, tuned = jax_steps.parse_impl(impl)
+    self.conv_impl, self.tuned = jax_steps.parse_impl(impl)
     self.model = create_model(model_config(arch, self.conv_impl, args))
     self.tx = jax_steps.official_tx()
     self.variables = jax.device_put(variables)
@@ -133,12 +134,14 @@ class JaxSide:
     self.forward_compile_s = None
     if forward:
       start = time.perf_counter()
-      self.fwd = jax_steps.jit(forward_fn, tuned).lower(self.variables, self.clips).compile()
+      self.fwd = (
+        xla_options.jit(forward_fn, tuned=self.tuned).lower(self.variables, self.clips).compile()
+      )
       self.forward_compile_s = time.perf_counter() - start
     self.state = self._fresh_state()
     start = time.perf_counter()
     self.step = (
-      jax_steps.jit(train_step, tuned, donate_argnums=(0, 1, 2))
+      xla_options.jit(train_step, tuned=self.tuned, donate_argnums=(0, 1, 2))
       .lower(*self.state, self.clips, self.labels, self.key)
       .compile()
     )
@@ -295,7 +298,9 @@ def check_equal(arch: str, side: JaxSide, args, ref: dict) -> dict:
 
   variables = side.variables
   logits, stats, grads = jax.device_get(
-    jax.jit(loss_and_grads)(variables['params'], variables['batch_stats'], side.clips, side.labels)
+    xla_options.jit(loss_and_grads, tuned=side.tuned)(
+      variables['params'], variables['batch_stats'], side.clips, side.labels
+    )
   )
   got = dict(
     eval_logits=np.asarray(side.forward()),
