@@ -10,12 +10,13 @@ from flax import linen as nn
 def _shifted_moments(xg: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean and biased variance over axes 1 and 2 of (groups, rows, columns, C), in one pass.
 
-  The sums are of `xg` minus its first row, a sample of each channel (the shifted-data
-  algorithm): the difference is of the order of the spread, so E[d^2] - E[d]^2 does not cancel,
-  and it is more accurate than mean-then-centred when a channel's mean dwarfs its spread. The
-  shift is a constant to differentiation (the statistics do not depend on it).
+  The sums are of `xg` minus the mean of its first row (for a clip, its first frame), which is
+  close to each channel's mean (the shifted-data algorithm): E[d^2] - E[d]^2 then does not
+  cancel, and the statistics are as accurate as mean-then-centred, more so when a channel's mean
+  dwarfs its spread. The shift is a constant to differentiation (the statistics do not depend
+  on it).
   """
-  shift = jax.lax.stop_gradient(xg[:, :1, :1])
+  shift = jax.lax.stop_gradient(jnp.mean(xg[:, :1], axis=(1, 2), keepdims=True))
   d = xg - shift
   mean_d = jnp.mean(d, axis=(1, 2))
   var = jnp.maximum(jnp.mean(jnp.square(d), axis=(1, 2)) - jnp.square(mean_d), 0.0)
