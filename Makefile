@@ -33,6 +33,7 @@ bench: $(STAMP)
 bench-vs-pytorch: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) benchmarks/vs_pytorch.py --memory
+	$(PY) benchmarks/conv_vs_pytorch.py
 
 clean:
 	rm -rf $(VENV) demo_out
