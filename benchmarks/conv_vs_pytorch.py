@@ -242,13 +242,8 @@ def print_table(rows: list) -> None:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--arch', default='costb')
-  parser.add_argument('--batch', type=int, default=2)
-  parser.add_argument('--frames', type=int, default=8)
-  parser.add_argument('--size', type=int, default=224)
-  parser.add_argument('--base-channels', type=int, default=64)
-  parser.add_argument('--num-classes', type=int, default=400)
-  parser.add_argument('--depth', type=int, default=50, choices=(50, 101))
+  parser.add_argument('--arch', default='costb', choices=vs_pytorch.ARCHS)
+  vs_pytorch.add_shape_arguments(parser)
   parser.add_argument('--repeats', type=int, default=15, help='timed rounds (medians reported)')
   parser.add_argument('--threads', type=int, default=os.cpu_count(), help='torch threads')
   parser.add_argument(

@@ -57,7 +57,7 @@ from configs import base  # noqa: E402
 from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models.recognizer import CONV_IMPLS  # noqa: E402
-from cost_jax.models.resnet3d import STAGE_BLOCKS  # noqa: E402
+from cost_jax.models.resnet3d import ARCHS, STAGE_BLOCKS  # noqa: E402
 from cost_jax.models.variables import init_variables  # noqa: E402
 from cost_jax.weights.mmaction2 import variables_to_state_dict  # noqa: E402
 
@@ -592,15 +592,20 @@ def print_table(rows: list, per_clip: bool = False) -> None:
     print('| ' + ' | '.join(cells) + ' |')
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--archs', default='costb,c2d')
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+  """The model and input size both torch benchmarks take (defaults: the issue's R50 shape)."""
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--size', type=int, default=224)
   parser.add_argument('--base-channels', type=int, default=64)
   parser.add_argument('--num-classes', type=int, default=400)
   parser.add_argument('--depth', type=int, default=50, choices=(50, 101))
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--archs', default='costb,c2d')
+  add_shape_arguments(parser)
   parser.add_argument('--repeats', type=int, default=5, help='timed rounds (medians reported)')
   parser.add_argument('--warmup', type=int, default=1, help='untimed calls of each first')
   parser.add_argument(
@@ -623,7 +628,11 @@ def parse_args(argv=None):
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--json', default='benchmarks/results/vs_pytorch.json')
   parser.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  unknown = [a for a in args.archs.split(',') if a not in ARCHS]
+  if unknown:
+    parser.error(f'--archs: unknown {", ".join(map(repr, unknown))}; expected some of {ARCHS}')
+  return args
 
 
 def main() -> None:
