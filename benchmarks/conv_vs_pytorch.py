@@ -3,8 +3,9 @@
 Where does a train step's time go on each side? The shapes are those of one forward pass of the
 PyTorch mirror (`torch_cost`, NCDHW, oneDNN), recorded by wrapping `conv3d`; a CoST layer's three
 view convolutions are one row. Each row times, in the same process and alternating, torch's
-forward and backward (input and weight gradients; weight only for the stem, whose input needs no
-gradient) against the JAX computation the `auto` formulation runs for that convolution (folded 2D
+forward (the mirror's own call) and backward (autograd over one recorded forward: input and
+weight gradients; weight only for the stem, whose input needs no gradient) against the JAX
+computation the `auto` formulation runs for that convolution (folded 2D
 convolutions, pointwise convolutions as matmuls with their hand-written gradient), compiled with
 `cost_jax.xla_options`. Totals weight each row by how often the model runs it. Outputs and
 gradients are checked equal (to `--rtol` of their largest value) before timing.
@@ -71,45 +72,11 @@ def record_convolutions(arch: str, args) -> collections.Counter:
   return calls
 
 
-def torch_functions(kind, stride, padding, input_grad: bool):
-  """Forward and backward of one row on the torch side, as the official code computes them."""
+def torch_forward(kind, stride, padding):
+  """One row's forward on the torch side: the mirror's own `conv3d` call or CoST view function."""
   if kind == 'conv':
-    specs = [(None, padding)]
-  else:  # the three view kernels of `torch_cost.view_convolutions`
-    p = padding
-    specs = [((slice(None), slice(None), None), (0, p, p))]
-    specs += [((slice(None), slice(None), slice(None), None), (p, 0, p))]
-    specs += [((slice(None), slice(None), slice(None), slice(None), None), (p, p, 0))]
-
-  def kernels(w):
-    return [w if index is None else w[:, :, 0][index] for index, _ in specs]
-
-  def forward(x, w):
-    pads = [pad for _, pad in specs]
-    return [F.conv3d(x, k, None, stride, pad) for k, pad in zip(kernels(w), pads)]
-
-  def backward(x, w, grads):
-    dx, dw = None, None
-    for k, (_, pad), g in zip(kernels(w), specs, grads):
-      gx, gk, _ = torch.ops.aten.convolution_backward(
-        g,
-        x,
-        k,
-        None,
-        list(stride),
-        list(pad),
-        [1, 1, 1],
-        False,
-        [0, 0, 0],
-        1,
-        [input_grad, True, False],
-      )
-      dx = gx if dx is None else (dx if gx is None else dx + gx)
-      gk = gk if kind == 'conv' else gk.reshape(gk.shape[:2] + (1,) + w.shape[3:])
-      dw = gk if dw is None else dw + gk
-    return dx, dw
-
-  return forward, backward
+    return lambda x, w: [F.conv3d(x, w, None, stride, padding)]
+  return lambda x, w: list(torch_cost.view_convolutions(x, w, stride, padding))
 
 
 def jax_functions(kind, stride, padding, input_grad: bool):
@@ -133,7 +100,7 @@ def jax_functions(kind, stride, padding, input_grad: bool):
 
 
 def to_nthwc(a: torch.Tensor) -> np.ndarray:
-  return np.ascontiguousarray(a.numpy().transpose(0, 2, 3, 4, 1))
+  return np.ascontiguousarray(a.detach().numpy().transpose(0, 2, 3, 4, 1))
 
 
 def to_hwio(w: np.ndarray, kind: str) -> np.ndarray:
@@ -153,22 +120,30 @@ def measure(key, count: int, args, rng) -> dict:
   input_grad = x_shape[1] != 3  # the stem's input (the clip) needs no gradient
   x = torch.from_numpy(rng.standard_normal(x_shape, dtype=np.float32))
   w = torch.from_numpy(rng.standard_normal(w_shape, dtype=np.float32) * 0.05)
-  t_fwd, t_bwd = torch_functions(kind, stride, padding, input_grad)
-  with torch.no_grad():
-    outs = t_fwd(x, w)
+  t_forward = torch_forward(kind, stride, padding)
+  # The backward as a train step runs it: autograd over one recorded forward (kept, so that each
+  # timed call is the backward alone), the views' input and kernel gradients summed by autograd.
+  inputs = (x.requires_grad_(), w.requires_grad_()) if input_grad else (w.requires_grad_(),)
+  outs = t_forward(x, w)
   grads = [torch.from_numpy(rng.standard_normal(o.shape, dtype=np.float32)) for o in outs]
 
+  def t_fwd():
+    with torch.no_grad():
+      return t_forward(x, w)
+
+  def t_bwd():
+    return torch.autograd.grad(outs, inputs, grads, retain_graph=True)
+
   xj = jax.numpy.asarray(to_nthwc(x))
-  wj = jax.numpy.asarray(to_hwio(w.numpy(), kind))
+  wj = jax.numpy.asarray(to_hwio(w.detach().numpy(), kind))
   gj = [jax.numpy.asarray(to_nthwc(g)) for g in grads]
   j_fwd, j_bwd = jax_functions(kind, stride, padding, input_grad)
-  with torch.no_grad():
-    t_dx, t_dw = t_bwd(x, w, grads)
-  j_grads = j_bwd(xj, wj, gj)
+  j_fwd, j_bwd = j_fwd.lower(xj, wj).compile(), j_bwd.lower(xj, wj, gj).compile()
+  t_grads, j_grads = t_bwd(), j_bwd(xj, wj, gj)
   pairs = {'output': (j_fwd(xj, wj), [to_nthwc(o) for o in outs])}
-  pairs['weight gradient'] = ([j_grads[-1]], [to_hwio(t_dw.numpy(), kind)])
+  pairs['weight gradient'] = ([j_grads[-1]], [to_hwio(t_grads[-1].numpy(), kind)])
   if input_grad:
-    pairs['input gradient'] = ([j_grads[0]], [to_nthwc(t_dx)])
+    pairs['input gradient'] = ([j_grads[0]], [to_nthwc(t_grads[0])])
   errors = {}
   for what, (got, want) in pairs.items():
     largest = max(float(np.max(np.abs(b))) for b in want)
@@ -178,19 +153,18 @@ def measure(key, count: int, args, rng) -> dict:
       raise SystemExit(f'{key}: JAX {what} differs from torch by {errors[what]:.1e} of its largest')
 
   runners = {
-    'torch_fwd': lambda: t_fwd(x, w),
-    'torch_bwd': lambda: t_bwd(x, w, grads),
+    'torch_fwd': t_fwd,
+    'torch_bwd': t_bwd,
     'jax_fwd': lambda: jax.block_until_ready(j_fwd(xj, wj)),
     'jax_bwd': lambda: jax.block_until_ready(j_bwd(xj, wj, gj)),
   }
   times = collections.defaultdict(list)
-  with torch.no_grad():
-    for fn in runners.values():  # warm-up (and compilation)
-      fn()
-    for round_ in range(args.repeats):
-      order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
-      for name in order:
-        times[name].append(elapsed_ms(runners[name]))
+  for fn in runners.values():  # warm-up
+    fn()
+  for round_ in range(args.repeats):
+    order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
+    for name in order:
+      times[name].append(elapsed_ms(runners[name]))
   row = {
     'kind': kind,
     'count': count,
@@ -201,13 +175,13 @@ def measure(key, count: int, args, rng) -> dict:
     'relative_errors': errors,
   }
   row.update({f'{name}_ms': float(np.median(times[name])) for name in TIMED})
-  flops = j_fwd.lower(xj, wj).compile().cost_analysis()
+  flops = j_fwd.cost_analysis()
   row['gflop_fwd'] = float((flops[0] if isinstance(flops, list) else flops)['flops']) / 1e9
   return row
 
 
 def describe(row: dict) -> str:
-  n, c, t, h, w = row['input_ncthw']
+  t, h, w = row['input_ncthw'][2:]
   cout, cin = row['weight_oitkk'][:2]
   k = 'x'.join(map(str, row['weight_oitkk'][2:]))
   what = 'CoST views 3x3' if row['kind'] == 'cost views' else k
