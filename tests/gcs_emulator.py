@@ -234,8 +234,9 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
 
 
 def _normalise_head(head: bytes) -> tuple[bytes, int | None]:
-  """(head, body length; None for a chunked body) with `Transfer-Encoding: identity` dropped: TensorFlow's client sends it
-  on empty POSTs, Go's HTTP server (the emulator's) answers 501; identity means no encoding."""
+  """(head, body length: None for a chunked body), in the form the emulator takes: origin-form
+  targets, and no `Transfer-Encoding: identity` (TensorFlow's client sends it on empty POSTs,
+  Go's HTTP server answers 501; identity means no encoding)."""
   lines = head[:-4].split(b'\r\n')
   method, target, version = lines[0].split(b' ', 2)
   if target.startswith(b'http://'):  # a plain-http proxy request: the emulator wants a path
@@ -288,15 +289,14 @@ def _forward_chunked(client, upstream, buffer: bytes, _=None) -> bytes | None:
     line, _, buffer = buffer.partition(b'\r\n')
     upstream.sendall(line + b'\r\n')
     size = int(line.split(b';')[0].strip(), 16)
-    if size == 0:
-      buffer = _recv_until(
-        client, buffer, b'\r\n\r\n' if not buffer.startswith(b'\r\n') else b'\r\n'
-      )
+    while size == 0:  # the trailers, up to an empty line
+      buffer = _recv_until(client, buffer, b'\r\n')
       if buffer is None:
         return None
-      end = 2 if buffer.startswith(b'\r\n') else buffer.index(b'\r\n\r\n') + 4
-      upstream.sendall(buffer[:end])
-      return buffer[end:]
+      line, _, buffer = buffer.partition(b'\r\n')
+      upstream.sendall(line + b'\r\n')
+      if not line:
+        return buffer
     buffer = _recv_until(client, buffer, size + 2)
     if buffer is None:
       return None
