@@ -15,8 +15,8 @@ Writes `view_weights.json` and a bar chart `view_weights.png` (plus heat maps
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 import sys
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags
 from flax import traverse_util
 
-from cost_jax import cli, xla_options
+from cost_jax import cli, storage, xla_options
 from cost_jax.data import transforms
 from cost_jax.inference import loading
 from cost_jax.inference.protocol import PROTOCOL_FIELDS
@@ -287,7 +287,7 @@ def plot(report: Mapping[str, Any], path: str) -> str:
   ax.legend(title='view', fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
   ax.grid(axis='y', alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save_figure(fig, path, dpi=120)
   plt.close(fig)
   return path
 
@@ -330,20 +330,30 @@ def plot_per_class(report: Mapping[str, Any], path: str) -> str:
   axes[0].set_ylabel('class')
   fig.colorbar(image, ax=list(axes), label='mean coefficient')
   fig.suptitle('CoST(b) view coefficients per class (mean over channels and videos)', fontsize=10)
-  fig.savefig(path, dpi=110, bbox_inches='tight')
+  _save_figure(fig, path, dpi=110, bbox_inches='tight')
   plt.close(fig)
   return path
 
 
+def _save_figure(fig, path: str, **kwargs) -> None:
+  """A PNG of `fig` published at `path` (local or gs://)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', **kwargs)
+  storage.write_bytes(path, buffer.getvalue())
+
+
 def write_report(report: Mapping[str, Any], output_dir: str) -> dict[str, str]:
-  """Writes the JSON report and its figure(s) to `output_dir`; returns their paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = {'json': os.path.join(output_dir, JSON_NAME), 'png': os.path.join(output_dir, PNG_NAME)}
-  with open(paths['json'], 'w') as f:
-    json.dump(report, f, indent=2)
+  """Writes the JSON report and its figure(s) to `output_dir` (local or gs://); returns their
+  paths."""
+  storage.makedirs(output_dir)
+  paths = {
+    'json': storage.join(output_dir, JSON_NAME),
+    'png': storage.join(output_dir, PNG_NAME),
+  }
+  storage.write_text(paths['json'], json.dumps(report, indent=2))
   plot(report, paths['png'])
   if report.get('per_class') and len(report['per_class']) <= MAX_CLASSES_PLOTTED:
-    paths['per_class_png'] = plot_per_class(report, os.path.join(output_dir, PER_CLASS_PNG_NAME))
+    paths['per_class_png'] = plot_per_class(report, storage.join(output_dir, PER_CLASS_PNG_NAME))
   return paths
 
 
@@ -361,7 +371,9 @@ def format_text(report: Mapping[str, Any]) -> str:
 
 FLAGS = flags.FlagValues()
 cli.define_checkpoint_flag(FLAGS)
-flags.DEFINE_string('output_dir', None, 'Where to write the JSON and PNG.', flag_values=FLAGS)
+flags.DEFINE_string(
+  'output_dir', None, 'Where to write the JSON and PNG (a local path or gs://).', flag_values=FLAGS
+)
 flags.DEFINE_string(
   'data', None, 'TFRecord directory (data_prep output); needed for CoST(b).', flag_values=FLAGS
 )
@@ -381,6 +393,7 @@ def _main(positional: list[str]) -> int:
   if positional:
     raise cli.UsageError(f'unexpected arguments: {positional}')
   cli.require(FLAGS, 'checkpoint', 'output_dir')
+  storage.check(FLAGS.output_dir, '--output_dir')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')

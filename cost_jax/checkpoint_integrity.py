@@ -11,13 +11,12 @@ config to fix, never a reason to move a checkpoint. Damaged steps are renamed, n
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from cost_jax import orbax_quiet
+from cost_jax import orbax_quiet, storage
 from cost_jax.disk_space import exception_chain
 
 STATE = 'state'
@@ -26,8 +25,10 @@ CORRUPT_SUFFIX = '.corrupt'
 _MAX_REASON = 300
 # JSON files every restore reads (relative to the step directory). A restore into the config's
 # shapes does not need _sharding, _CHECKPOINT_METADATA or commit_success.txt.
-_REQUIRED_JSON = (os.path.join(STATE, '_METADATA'), os.path.join(META, 'metadata'))
-_OPTIONAL_JSON_DIRS = (os.path.join(STATE, 'array_metadatas'),)
+_REQUIRED_JSON = (f'{STATE}/_METADATA', f'{META}/metadata')
+_OPTIONAL_JSON_DIRS = (f'{STATE}/array_metadatas',)
+# Orbax's mark of a finished step on a bucket, where it cannot rename a temporary directory.
+COMMIT_SUCCESS = 'commit_success.txt'
 _WRAPPERS = ('Encountered error while reading array index',)
 
 
@@ -53,7 +54,7 @@ def short_reason(error: BaseException, step_dir: str | None = None) -> str:
   text = str(chosen).split(' [tensorstore_spec', 1)[0]
   text = re.sub(r'Error opening "\w+" driver: ', '', text)
   if step_dir:
-    text = text.replace(os.path.abspath(step_dir) + os.sep, '')
+    text = text.replace(storage.absolute(step_dir).rstrip('/') + '/', '')
   text = ' '.join(text.split())
   if isinstance(chosen, json.JSONDecodeError):
     text = f'not valid JSON ({text})'
@@ -65,18 +66,15 @@ def short_reason(error: BaseException, step_dir: str | None = None) -> str:
 
 
 def _json_problem(step_dir: str) -> str | None:
-  files = [os.path.join(step_dir, f) for f in _REQUIRED_JSON]
+  files = list(_REQUIRED_JSON)
   for folder in _OPTIONAL_JSON_DIRS:
-    folder = os.path.join(step_dir, folder)
-    if os.path.isdir(folder):
-      files += [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
-  for file in files:
-    rel = os.path.relpath(file, step_dir)
-    if not os.path.isfile(file):
+    files += [f'{folder}/{name}' for name in storage.listdir(storage.join(step_dir, folder))]
+  for rel in files:
+    file = storage.join(step_dir, rel)
+    if not storage.isfile(file):
       return f'{rel} is missing'
     try:
-      with open(file, 'rb') as f:
-        json.loads(f.read().decode('utf-8'))
+      json.loads(storage.read_bytes(file).decode('utf-8'))
     except (ValueError, UnicodeDecodeError) as e:
       return f'{rel} is not valid JSON ({" ".join(str(e).split())})'
   return None
@@ -90,12 +88,12 @@ def verify_step(step_dir: str) -> str | None:
   from etils import epath
 
   orbax_quiet.quiet_event_loops()
-  if not os.path.isdir(os.path.join(step_dir, STATE)):
+  if not storage.isdir(storage.join(step_dir, STATE)):
     return f'{STATE}/ is missing'
   problem = _json_problem(step_dir)
   if problem:
     return problem
-  state_dir = os.path.join(step_dir, STATE)
+  state_dir = storage.join(step_dir, STATE)
   try:
     # The handler's metadata raises where the checkpointer's would log and return None.
     tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir)).tree
@@ -109,13 +107,15 @@ def verify_step(step_dir: str) -> str | None:
 
 
 def finished_steps(directory: str) -> list[int]:
-  """The numbered (finished) step directories of a checkpoints directory, newest first."""
-  if not os.path.isdir(directory):
-    return []
+  """The numbered (finished) step directories of a checkpoints directory, newest first (on a
+  bucket, those orbax marked finished with `commit_success.txt`)."""
+  remote = storage.is_remote(directory)
   steps = [
     int(name)
-    for name in os.listdir(directory)
-    if name.isdigit() and os.path.isdir(os.path.join(directory, name))
+    for name in storage.listdir(directory)
+    if name.isdigit()
+    and storage.isdir(storage.join(directory, name))
+    and (not remote or storage.exists(storage.join(directory, name, COMMIT_SUCCESS)))
   ]
   return sorted(steps, reverse=True)
 
@@ -126,7 +126,7 @@ def intact_steps(directory: str, exclude: Iterable[int] = ()) -> list[int]:
   return [
     s
     for s in finished_steps(directory)
-    if s not in skip and verify_step(os.path.join(directory, str(s))) is None
+    if s not in skip and verify_step(storage.join(directory, str(s))) is None
   ]
 
 
@@ -136,11 +136,12 @@ def describe_steps(steps: Sequence[int]) -> str:
 
 def damaged_error(step_dir: str, reason: str) -> CheckpointDamagedError:
   """The error for a damaged `step_dir`, listing the intact steps next to it."""
-  directory, name = os.path.split(os.path.abspath(step_dir))
+  step_dir = storage.absolute(step_dir)
+  directory, name = storage.dirname(step_dir), storage.basename(step_dir)
   exclude = [int(name)] if name.isdigit() else []
   intact = intact_steps(directory, exclude)
   hint = (
-    f'; pass {os.path.join(directory, str(intact[0]))} to use the newest intact one'
+    f'; pass {storage.join(directory, str(intact[0]))} to use the newest intact one'
     if intact
     else ''
   )
@@ -151,12 +152,13 @@ def damaged_error(step_dir: str, reason: str) -> CheckpointDamagedError:
 
 
 def move_aside(step_dir: str) -> str:
-  """Renames a damaged step directory to `<step>.corrupt` (`.corrupt.1`, ... if taken)."""
-  step_dir = os.path.abspath(step_dir)
+  """Renames a damaged step directory to `<step>.corrupt` (`.corrupt.1`, ... if taken); on a
+  bucket its objects are copied there, then deleted (`storage.move`)."""
+  step_dir = storage.absolute(step_dir)
   target = step_dir + CORRUPT_SUFFIX
   n = 0
-  while os.path.exists(target):
+  while storage.exists(target):
     n += 1
     target = f'{step_dir}{CORRUPT_SUFFIX}.{n}'
-  os.rename(step_dir, target)
+  storage.move(step_dir, target)
   return target

@@ -1,9 +1,10 @@
 """Checkpoints with orbax: the TrainState plus a small JSON record (input position, epoch, best).
 
-Saves are asynchronous and atomic (orbax writes to a temporary directory and renames it when
-complete, so a killed run never leaves a half-written checkpoint that restore would pick up; the
-next manager removes such leftovers). The manager keeps the last `keep` checkpoints and, in
-addition, the one with the best val top-1.
+Saves are asynchronous and atomic: on a local disk orbax writes to a temporary directory and
+renames it when complete; on a bucket (`gs://`, no rename) it marks a finished step with a
+`commit_success.txt` object. Either way a killed run never leaves a half-written checkpoint that
+restore would pick up, and the next manager removes such leftovers. The manager keeps the last
+`keep` checkpoints and, in addition, the one with the best val top-1.
 
 Faults: `restore_newest_intact` resumes from the newest checkpoint that restores, moving damaged
 ones aside (`checkpoint_integrity`); a full disk during `save` or `finish` becomes one
@@ -26,7 +27,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from cost_jax import checkpoint_integrity as integrity
-from cost_jax import disk_space, orbax_quiet
+from cost_jax import disk_space, orbax_quiet, storage
 from cost_jax.checkpoint_integrity import META, STATE
 
 BEST_METRIC = 'val_top1'
@@ -59,8 +60,8 @@ def recorded_best_step(directory: str) -> int | None:
   """`meta['best']['step']` of the newest finished step whose record is readable."""
   for step in integrity.finished_steps(directory):
     try:
-      with open(os.path.join(directory, str(step), META, 'metadata'), 'rb') as f:
-        best = (json.loads(f.read().decode('utf-8')).get('best') or {}).get('step')
+      record = storage.read_bytes(storage.join(directory, str(step), META, 'metadata'))
+      best = (json.loads(record.decode('utf-8')).get('best') or {}).get('step')
     except (OSError, ValueError, AttributeError):
       continue
     return int(best) if best is not None else None
@@ -70,8 +71,9 @@ def recorded_best_step(directory: str) -> int | None:
 def create_manager(
   directory: str, *, keep: int = 3, async_save: bool = True, read_only: bool = False
 ) -> ocp.CheckpointManager:
-  """A manager for `directory` that keeps the `keep` latest and the best-by-val-top-1 steps."""
-  directory = os.path.abspath(directory)
+  """A manager for `directory` (local or gs://) that keeps the `keep` latest and the
+  best-by-val-top-1 steps."""
+  directory = storage.absolute(directory)
   preserve = policies.AnyPreservationPolicy(
     [policies.LatestN(n=max(int(keep), 1)), KeepRecordedBest(directory)]
   )
@@ -158,6 +160,8 @@ def _as_disk_full(
 ) -> disk_space.DiskFullError | None:
   """A DiskFullError for `error` if it is ENOSPC (naming the step directory), else None."""
   directory = os.fspath(manager.directory)
+  if storage.is_remote(directory):  # a bucket has no disk to fill
+    return None
   file = disk_space.failed_path(error)
   step = _step_of(file, directory) if file else None
   if step is None:  # the save left its temporary directory behind
@@ -211,12 +215,12 @@ def restore_newest_intact(directory: str, template: Any) -> tuple[Any, dict[str,
   intact one was restored. Raises NoIntactCheckpointError (nothing moved) if every checkpoint is
   damaged, TrainStateMismatchError if an intact one does not fit `template` (the config).
   """
-  directory = os.path.abspath(directory)
+  directory = storage.absolute(directory)
   manager = create_manager(directory, read_only=True)
   damaged: list[tuple[str, str]] = []
   try:
     for step in sorted(manager.all_steps(), reverse=True):
-      step_dir = os.path.join(directory, str(step))
+      step_dir = storage.join(directory, str(step))
       try:
         state, meta = restore(manager, template, step)
         error = None
@@ -234,7 +238,7 @@ def restore_newest_intact(directory: str, template: Any) -> tuple[Any, dict[str,
         ) from None
       damaged.append((step_dir, reason or 'damaged on another process'))
     else:
-      listing = '; '.join(f'{os.path.basename(d)}: {r}' for d, r in damaged)
+      listing = '; '.join(f'{storage.basename(d)}: {r}' for d, r in damaged)
       raise integrity.NoIntactCheckpointError(
         f'no intact checkpoint in {directory} ({listing or "none finished"}); nothing was '
         'moved. Move the step directories away to train from scratch, or use a new --workdir'
@@ -274,7 +278,7 @@ def best_or_latest_step(directory: str) -> tuple[int, str]:
     best = read_meta(manager, latest).get('best') or {}
   except Exception as e:
     orbax_quiet.after_failure()
-    step_dir = os.path.join(os.path.abspath(directory), str(latest))
+    step_dir = storage.join(storage.absolute(directory), str(latest))
     raise integrity.damaged_error(
       step_dir, integrity.verify_step(step_dir) or integrity.short_reason(e, step_dir)
     ) from None
@@ -287,12 +291,12 @@ def best_or_latest_step(directory: str) -> tuple[int, str]:
 
 def restore_path(path: str, template: Any) -> tuple[Any, dict[str, Any]]:
   """Restores from a checkpoint directory (its latest step) or from one step's directory."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
+  path = storage.absolute(path, '--checkpoint')
+  if not storage.isdir(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-  name = os.path.basename(path)
-  if name.isdigit() and os.path.isdir(os.path.join(path, STATE)):
-    manager = create_manager(os.path.dirname(path), read_only=True)
+  name = storage.basename(path)
+  if name.isdigit() and storage.isdir(storage.join(path, STATE)):
+    manager = create_manager(storage.dirname(path), read_only=True)
     return restore(manager, template, int(name))
   manager = create_manager(path, read_only=True)
   if manager.latest_step() is None:

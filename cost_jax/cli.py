@@ -22,6 +22,7 @@ def user_errors() -> tuple[type[Exception], ...]:
   from cost_jax.config_checks import ConfigError
   from cost_jax.data.schema import DatasetError
   from cost_jax.disk_space import DiskFullError
+  from cost_jax.storage import UnsupportedLocationError
   from cost_jax.weights.download import WeightsUnavailableError
   from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
   from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
@@ -39,6 +40,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     CheckpointDamagedError,
     TrainStateMismatchError,
     DiskFullError,
+    UnsupportedLocationError,
   )
 
 

@@ -3,11 +3,11 @@ each error says which config key to change and to what."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import ml_collections
 
+from cost_jax import storage
 from cost_jax.metrics import VIEW_AVERAGES, num_test_views
 from cost_jax.models.recognizer import CONV_IMPLS
 
@@ -117,8 +117,32 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
       'init.checkpoint (a cost_jax workdir) to the weights to start from'
     )
   path = config.init[key] if key else ''
-  if path and '://' not in path and not os.path.exists(path):  # URLs are fetched before compute
-    raise ConfigError(f'init.{key}={path!r}: no such file')
+  if path:
+    check_init_location(f'init.{key}', path)
+
+
+# Schemes each init field reads (besides local paths); http(s) and torchvision go through the
+# download cache, gs:// objects are copied into it.
+_INIT_SCHEMES = {
+  'checkpoint': storage.REMOTE_SCHEMES,
+  'resnet2d': ('torchvision', 'http', 'https', 'file', *storage.REMOTE_SCHEMES),
+  'mmaction2': ('http', 'https', 'file', *storage.REMOTE_SCHEMES),
+}
+
+
+def check_init_location(field: str, path: str) -> None:
+  """The init reference's scheme is one the field reads, and a local or bucket file exists
+  (downloads are checked when fetched, still before anything is compiled)."""
+  found = storage.scheme(path)
+  allowed = _INIT_SCHEMES[field.split('.', 1)[1]]
+  if found and found not in allowed:
+    raise ConfigError(
+      f'{field}={path!r}: unsupported scheme {found}:// (use '
+      + ', '.join(f'{s}://' for s in allowed)
+      + ' or a local path)'
+    )
+  if (not found or found in storage.REMOTE_SCHEMES) and not storage.exists(path):
+    raise ConfigError(f'{field}={path!r}: no such file or directory')
 
 
 def chosen_init_field(config: ml_collections.ConfigDict) -> str | None:
@@ -157,8 +181,17 @@ def check_crops(data: ml_collections.ConfigDict, mode: str) -> None:
     raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
 
 
+def check_location(path: str, what: str) -> str:
+  """`path` if it is local or in a bucket, else ConfigError naming `what` and the scheme."""
+  try:
+    return storage.check(path, what)
+  except storage.UnsupportedLocationError as e:
+    raise ConfigError(str(e)) from None
+
+
 def check_data_dir(config: ml_collections.ConfigDict) -> None:
-  if not os.path.isdir(config.data.data_dir):
+  check_location(config.data.data_dir, 'data.data_dir')
+  if not storage.isdir(config.data.data_dir):
     raise ConfigError(
       f'data.data_dir={config.data.data_dir!r} does not exist; run data_prep '
       'or set data.data_dir to the TFRecord directory'

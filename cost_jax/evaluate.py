@@ -9,8 +9,8 @@ inference loader (no optimiser is built): by default the run's best step by val 
 from __future__ import annotations
 
 import functools
+import io
 import json
-import os
 import time
 from typing import Any, Callable, Iterable
 
@@ -19,10 +19,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cost_jax import config_checks, sharding, steps, xla_options
+from cost_jax import config_checks, sharding, shared_storage, steps, storage, xla_options
 from cost_jax import metrics as metrics_lib
 from cost_jax import workdir as layout
-from cost_jax.data import input_pipeline, schema
+from cost_jax.data import input_pipeline
 from cost_jax.inference import loading
 from cost_jax.models import create_model
 from cost_jax.weights.mmaction2 import import_mmaction2
@@ -35,10 +35,9 @@ def is_main_process() -> bool:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` atomically, on the main process only."""
+  """Publishes `obj` whole (local or gs://), on the main process only."""
   if is_main_process():
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    schema.write_json_atomic(path, obj)
+    storage.write_json(path, obj)
 
 
 def write_run_info(
@@ -113,10 +112,10 @@ def load_test_variables(
   `checkpoint`: an MMAction2 .pth/.npz, one step's directory or a checkpoints directory;
   default the workdir, whose best step by val top-1 is the official `save_best` checkpoint.
   """
-  if checkpoint and not os.path.exists(checkpoint):
+  if checkpoint and not storage.exists(storage.check(checkpoint, '--checkpoint')):
     raise FileNotFoundError(f'--checkpoint {checkpoint!r} does not exist')
-  path = os.path.abspath(checkpoint or workdir)
-  if os.path.isfile(path):
+  path = storage.absolute(checkpoint or workdir)
+  if not storage.isdir(path):
     _, variables = import_mmaction2(path, config)
     return variables, {'checkpoint': path, 'reason': 'the MMAction2 file given'}
   if not checkpoint and not layout.has_checkpoint(workdir):
@@ -125,7 +124,7 @@ def load_test_variables(
     )
   step_dir, why = loading.select_step_directory(path)
   variables = loading.restore_train_state_variables(step_dir, config.model)
-  step = int(os.path.basename(step_dir))
+  step = int(storage.basename(step_dir))
   return variables, {'checkpoint': f'{step_dir} (step {step}: {why})', 'step': step, 'reason': why}
 
 
@@ -138,7 +137,7 @@ def run_test_protocol(
   `test_{split}_summary.json` (metrics, protocol, checkpoint and why, dataset manifest) in
   `workdir`, and returns the summary.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(config_checks.check_location(workdir, '--workdir'))
   config_checks.check_model_and_optimizer(config)
   config_checks.check_batching(
     config, num_devices=jax.device_count(), num_processes=jax.process_count(), mode='test'
@@ -147,12 +146,13 @@ def run_test_protocol(
   config_checks.check_crops(config.data, 'test')
   split = config.data.test_split
   info = split_info(config, split)
+  shared_storage.check_shared(workdir, config.data.data_dir)
   mesh = sharding.create_mesh()
   model = create_model(config.model)
   variables, source = load_test_variables(config, workdir, checkpoint)
   logging.info('Testing %s', source['checkpoint'])
   variables = jax.device_put(variables, sharding.replicated(mesh))
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
 
   dataset, num_batches = input_pipeline.create_eval_dataset(
     config.data,
@@ -190,8 +190,10 @@ def run_test_protocol(
     'manifest': info['manifest'],
   }
   if is_main_process():
-    np.savez(os.path.join(workdir, f'test_{split}_scores.npz'), **out)
-  write_json(os.path.join(workdir, f'test_{split}_summary.json'), summary)
+    scores = io.BytesIO()
+    np.savez(scores, **out)
+    storage.write_bytes(storage.join(workdir, f'test_{split}_scores.npz'), scores.getvalue())
+  write_json(storage.join(workdir, f'test_{split}_summary.json'), summary)
   write_json(layout.manifest_path(workdir, split), info['manifest'])
   logging.info(
     'Test on %s (%d videos x %d views): top1 %.4f, top5 %.4f, mean class %.4f',

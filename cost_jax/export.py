@@ -19,7 +19,6 @@ Writes to OUT:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, Sequence
 
@@ -27,7 +26,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from cost_jax import cli, metrics
+from cost_jax import cli, metrics, storage
 from cost_jax.inference import loading
 
 FORMATS = ('savedmodel', 'stablehlo', 'both')
@@ -109,18 +108,16 @@ def export_stablehlo(
 
 
 def save_stablehlo(exported: jax.export.Exported, path: str) -> str:
-  with open(path, 'wb') as f:
-    f.write(exported.serialize())
+  storage.write_bytes(path, bytes(exported.serialize()))
   return path
 
 
 def load_stablehlo(directory: str) -> jax.export.Exported:
   """The `jax.export.Exported` written by `export` to `directory` (call it with `.call`)."""
-  path = os.path.join(directory, STABLEHLO_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(directory, STABLEHLO_FILE)
+  if not storage.isfile(path):
     raise FileNotFoundError(f'{path} is missing: {directory} holds no StableHLO export')
-  with open(path, 'rb') as f:
-    return jax.export.deserialize(bytearray(f.read()))
+  return jax.export.deserialize(bytearray(storage.read_bytes(path)))
 
 
 def export_savedmodel(
@@ -174,28 +171,30 @@ def export(
   platforms = [p.strip().lower() for p in platforms if p.strip()]
   if not platforms:
     raise ValueError('give at least one platform (cpu, cuda, rocm, tpu)')
-  os.makedirs(output, exist_ok=True)
+  storage.makedirs(output)
   paths = {}
   if 'stablehlo' in formats:
     paths['stablehlo'] = save_stablehlo(
-      export_stablehlo(bundle, clip_shape, platforms), os.path.join(output, STABLEHLO_FILE)
+      export_stablehlo(bundle, clip_shape, platforms), storage.join(output, STABLEHLO_FILE)
     )
-  if 'savedmodel' in formats:
+  if 'savedmodel' in formats:  # TensorFlow writes gs:// itself
     paths['savedmodel'] = export_savedmodel(
-      bundle, clip_shape, os.path.join(output, SAVED_MODEL_DIR), platforms
+      bundle, clip_shape, storage.join(output, SAVED_MODEL_DIR), platforms
     )
-  paths['spec'] = os.path.join(output, SPEC_FILE)
-  with open(paths['spec'], 'w') as f:
-    json.dump(_spec(bundle, clip_shape, platforms, formats), f, indent=2)
-  paths['labels'] = os.path.join(output, LABELS_FILE)
-  with open(paths['labels'], 'w', encoding='utf-8') as f:
-    f.writelines(f'{name}\n' for name in bundle.label_names)
+  paths['spec'] = storage.join(output, SPEC_FILE)
+  storage.write_text(
+    paths['spec'], json.dumps(_spec(bundle, clip_shape, platforms, formats), indent=2)
+  )
+  paths['labels'] = storage.join(output, LABELS_FILE)
+  storage.write_text(paths['labels'], ''.join(f'{name}\n' for name in bundle.label_names))
   return paths
 
 
 FLAGS = flags.FlagValues()
 cli.define_checkpoint_flag(FLAGS)
-flags.DEFINE_string('output', None, 'Directory to write the export to.', flag_values=FLAGS)
+flags.DEFINE_string(
+  'output', None, 'Directory to write the export to (a local path or gs://).', flag_values=FLAGS
+)
 flags.DEFINE_enum('format', 'both', FORMATS, 'What to export.', flag_values=FLAGS)
 flags.DEFINE_integer(
   'frames', None, 'Frames per clip (default: the clip length).', flag_values=FLAGS
@@ -215,6 +214,7 @@ def _main(positional: list[str]) -> int:
   if positional:
     raise cli.UsageError(f'unexpected arguments: {positional}')
   cli.require(FLAGS, 'checkpoint', 'output')
+  storage.check(FLAGS.output, '--output')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')

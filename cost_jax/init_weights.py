@@ -11,7 +11,6 @@ mismatch stays an error that lists the keys.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from cost_jax import config_checks
+from cost_jax import config_checks, storage
 from cost_jax.config_checks import ConfigError
 from cost_jax.inference import loading
 from cost_jax.models.head import I3DHead
@@ -47,9 +46,8 @@ def resolve(config: ml_collections.ConfigDict) -> InitSource | None:
     return None
   ref = config.init[field]
   if field == 'checkpoint':
-    if not os.path.exists(ref):
-      raise ConfigError(f'init.checkpoint={ref!r}: no such file or directory')
-    return InitSource(field, os.path.abspath(ref))
+    config_checks.check_init_location('init.checkpoint', ref)
+    return InitSource(field, storage.absolute(ref))
   if field == 'mmaction2' and ref.startswith('torchvision://'):
     raise ConfigError(
       f'init.mmaction2={ref!r}: torchvision:// names 2D ImageNet ResNets; set init.resnet2d instead'

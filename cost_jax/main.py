@@ -22,7 +22,9 @@ from cost_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_string(
+  'workdir', None, 'Directory for checkpoints, logs and results: a local path or gs://bucket/path.'
+)
 flags.DEFINE_enum(
   'mode',
   'train',
@@ -32,8 +34,8 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
   'checkpoint',
   None,
-  'For --mode=test: a checkpoint directory, one step of '
-  'it, or an MMAction2 .pth (default: the latest checkpoint in the workdir).',
+  'For --mode=test: a checkpoint directory, one step of it, or an MMAction2 .pth, local or '
+  'gs:// (default: the best or latest checkpoint in the workdir).',
 )
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
@@ -100,8 +102,11 @@ def _run(argv) -> None:
       '(use config.init.mmaction2 or config.init.checkpoint to start from '
       'other weights)'
     )
-  from cost_jax import checkpointing
+  from cost_jax import checkpointing, storage
 
+  storage.check(FLAGS.workdir, '--workdir')  # an unsupported scheme stops before any write
+  if FLAGS.checkpoint:
+    storage.check(FLAGS.checkpoint, '--checkpoint')
   checkpointing.quiet_orbax_logs()
   import tensorflow as tf
 

@@ -1,9 +1,11 @@
 """Classifies video files with a trained model: top-k classes and probabilities per video.
 
   python -m cost_jax.predict --checkpoint DIR_OR_FILE VIDEO [VIDEO ...] [--views=1] [--json]
+      [--output=results.json]
 
 `--checkpoint` is a trainer workdir (or its checkpoints / one step directory), a saved-model
-directory or an MMAction2 .pth/.npz. By default the official test protocol is used (10 clips x 3
+directory or an MMAction2 .pth/.npz; it, the videos, `--labels` and `--output` may be local paths
+or gs:// URLs. By default the official test protocol is used (10 clips x 3
 crops, softmax averaged over the 30 views); `--views=1` takes one centre clip. Views go through
 the model `views_per_chunk` at a time, so memory does not grow with the number of views. A video
 that cannot be read is reported and skipped; the exit status is 1 if any failed.
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import flags
 
-from cost_jax import cli, metrics
+from cost_jax import cli, metrics, storage
 from cost_jax.inference import loading, video_clips
 
 
@@ -160,6 +162,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer('top_k', 5, 'Classes to report per video.', flag_values=FLAGS)
 flags.DEFINE_bool('json', False, 'Print one JSON document.', flag_values=FLAGS)
+flags.DEFINE_string(
+  'output',
+  None,
+  'Also write the JSON document to this file (a local path or gs://bucket/path.json).',
+  flag_values=FLAGS,
+)
 flags.DEFINE_integer(
   'views_per_chunk',
   None,
@@ -205,6 +213,10 @@ def _main(videos: list[str]) -> int:
   cli.require(FLAGS, 'checkpoint')
   if not videos:
     raise cli.UsageError('give at least one video file')
+  for video in videos:  # an unsupported scheme stops before any work
+    storage.check(video, 'video')
+  if FLAGS.output:
+    storage.check(FLAGS.output, '--output')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')  # TF only resizes frames; leave accelerators to JAX
@@ -213,6 +225,8 @@ def _main(videos: list[str]) -> int:
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels, protocol_overrides(FLAGS))
   results = predict_videos(bundle, videos, views=FLAGS.views, top_k=FLAGS.top_k)
   print(to_json(results, bundle) if FLAGS.json else format_text(results))
+  if FLAGS.output:
+    storage.write_text(FLAGS.output, to_json(results, bundle))
   failed = [r for r in results if not r['ok']]
   for result in failed:
     print(f'error: {result["video"]}: {result["error"]}', file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Any, Callable
 
@@ -29,7 +28,9 @@ from cost_jax import (
   init_weights,
   optim,
   sharding,
+  shared_storage,
   steps,
+  storage,
   xla_options,
 )
 from cost_jax import metrics as metrics_lib
@@ -178,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns a summary: final step, last val metrics, best val top-1 and its step, and whether
   training was interrupted (by SIGTERM, after saving a checkpoint).
   """
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(config_checks.check_location(workdir, '--workdir'))
   # -- fail fast: nothing below this block writes, reads video data or compiles anything
   config_checks.check_model_and_optimizer(config)
   config_checks.check_batching(
@@ -193,10 +194,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_split: evaluate.split_info(config, train_split, min_examples=min_train),
     val_split: evaluate.split_info(config, val_split),
   }
+  # every process must see the same workdir and data (a marker of process 0; one line if not)
+  shared_storage.check_shared(workdir, config.data.data_dir)
   resuming = layout.has_checkpoint(workdir)
   init_source = None if resuming else init_weights.resolve(config)  # may download
 
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   evaluate.write_run_info(config, workdir, infos)
   mesh = sharding.create_mesh()
   epoch_steps = steps_per_epoch(config, infos[train_split])

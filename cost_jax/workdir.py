@@ -9,10 +9,10 @@ WORKDIR/test_<split>_{scores.npz,summary.json}, TensorBoard events, ...
 from __future__ import annotations
 
 import json
-import os
 
 import ml_collections
 
+from cost_jax import storage
 from cost_jax.weights import saved
 
 CONFIG_FILE = 'config.json'
@@ -21,27 +21,26 @@ MANIFESTS = 'manifests'
 
 
 def config_path(workdir: str) -> str:
-  return os.path.join(workdir, CONFIG_FILE)
+  return storage.join(workdir, CONFIG_FILE)
 
 
 def checkpoints_dir(workdir: str) -> str:
-  return os.path.join(workdir, CHECKPOINTS)
+  return storage.join(workdir, CHECKPOINTS)
 
 
 def manifest_path(workdir: str, split: str) -> str:
-  return os.path.join(workdir, MANIFESTS, f'{split}.manifest.json')
+  return storage.join(workdir, MANIFESTS, f'{split}.manifest.json')
 
 
 def has_checkpoint(workdir: str) -> bool:
   """Whether the workdir holds a finished checkpoint step (a run to resume)."""
-  directory = checkpoints_dir(workdir)
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+  return any(name.isdigit() for name in storage.listdir(checkpoints_dir(workdir)))
 
 
 def find_workdir(path: str) -> str | None:
   """The workdir that `path` (a workdir, its checkpoints directory or a step) belongs to."""
-  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-    if os.path.isfile(config_path(candidate)) and os.path.isdir(checkpoints_dir(candidate)):
+  for candidate in (path, storage.dirname(path), storage.dirname(storage.dirname(path))):
+    if storage.isfile(config_path(candidate)) and storage.isdir(checkpoints_dir(candidate)):
       return candidate
   return None
 
@@ -49,11 +48,10 @@ def find_workdir(path: str) -> str | None:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config the trainer wrote to `workdir/config.json` (lists back to tuples)."""
   path = config_path(workdir)
-  with open(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e})') from None
+  try:
+    data = json.loads(storage.read_text(path))
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
   for key in ('model', 'data'):
     if key not in data:
       raise ValueError(f'{path}: no {key!r} section; not a cost_jax trainer config')

@@ -415,6 +415,24 @@ class GcsEmulator:
       'GCS_READ_CACHE_DISABLED': '1',
     }
 
+  def upload(self, name: str, data: bytes) -> str:
+    """Puts `data` in the bucket as object `name` (the emulator's media upload); its gs:// URL."""
+    query = urllib.parse.urlencode({'uploadType': 'media', 'name': name})
+    request = urllib.request.Request(
+      f'{self.url}/upload/storage/v1/b/{self.bucket}/o?{query}', data=data, method='POST'
+    )
+    with urllib.request.urlopen(request, timeout=30):
+      pass
+    return f'gs://{self.bucket}/{name}'
+
+  def download(self, name: str) -> bytes:
+    """The bytes of object `name`."""
+    quoted = urllib.parse.quote(name, safe='')
+    with urllib.request.urlopen(
+      f'{self.url}/storage/v1/b/{self.bucket}/o/{quoted}?alt=media', timeout=30
+    ) as r:
+      return r.read()
+
   def objects(self, prefix: str = '') -> dict[str, int]:
     """name -> size of every object in the bucket under `prefix`, from the emulator's listing."""
     out, token = {}, ''

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cost_jax import storage
 from cost_jax.data import integrity, schema
 
 
@@ -37,8 +38,8 @@ def load_builder(data_dir: str) -> Any:
   """`tfds.builder_from_directory(data_dir)`; DatasetError (one line) if TFDS cannot load it."""
   import tensorflow_datasets as tfds
 
-  info_file = os.path.join(data_dir, 'dataset_info.json')
-  if not os.path.exists(info_file):
+  info_file = storage.join(data_dir, 'dataset_info.json')
+  if not storage.exists(info_file):
     raise schema.DatasetError(
       f'{info_file} is missing: {data_dir} was not written by this version of data_prep (it '
       'writes TFDS datasets, schema version '
@@ -113,12 +114,12 @@ def host_slices(
   starts = dict(zip((s['file'] for s in manifest['shards']), np.cumsum([0] + counts[:-1]).tolist()))
   slices = []
   for instruction in builder.info.splits[sub_split].file_instructions:
-    name = os.path.basename(os.fspath(instruction.filename))
+    name = storage.basename(os.fspath(instruction.filename))
     skip, take = int(instruction.skip), int(instruction.take)
     if take < 0:  # TFDS: -1 = to the end of the shard
       take = int(instruction.examples_in_shard) - skip
     slices.append(
-      ShardSlice(os.path.join(data_dir, name), skip, skip + take, int(starts[name]) + skip)
+      ShardSlice(storage.join(data_dir, name), skip, skip + take, int(starts[name]) + skip)
     )
   return slices
 

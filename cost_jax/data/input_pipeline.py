@@ -34,7 +34,11 @@ from cost_jax import config_checks
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import integrity, records, sampling, schema, transforms
 
-_INTERLEAVE_CYCLE = 8  # shard slices read at once per host
+# Shard slices each host reads at once, and each reader's buffer: `data.parallel_reads` and
+# `data.read_buffer_mb`. A bucket serves one object at tens of MB/s but many at line rate, and
+# every record holds a whole video of which a clip uses a few frames, so reads must overlap.
+DEFAULT_PARALLEL_READS = 16
+DEFAULT_READ_BUFFER_MB = 8
 
 get_dataset_info = dataset_lib.get_dataset_info
 check_shard_sizes = integrity.check_shard_sizes
@@ -232,12 +236,24 @@ def _slice_tensors(slices: Sequence[dataset_lib.ShardSlice]) -> dict[str, tf.Ten
   }
 
 
-def _reader(data_dir: str) -> Callable[..., tf.data.Dataset]:
+def parallel_reads(data_config: ml_collections.ConfigDict) -> int:
+  """Shard slices a host reads at once (`data.parallel_reads`, >= 1)."""
+  value = int(data_config.get('parallel_reads', DEFAULT_PARALLEL_READS))
+  if value < 1:
+    raise config_checks.ConfigError(f'data.parallel_reads={value} must be >= 1')
+  return value
+
+
+def _reader(data_config: ml_collections.ConfigDict) -> Callable[..., tf.data.Dataset]:
   """(path, skip, stop) -> the records of that shard slice, damaged shards named."""
-  hint = integrity.verify_hint(data_dir)
+  hint = integrity.verify_hint(data_config.data_dir)
+  buffer_mb = float(data_config.get('read_buffer_mb', DEFAULT_READ_BUFFER_MB))
+  if buffer_mb <= 0:
+    raise config_checks.ConfigError(f'data.read_buffer_mb={buffer_mb} must be > 0')
+  buffer_bytes = int(buffer_mb * (1 << 20))
 
   def read(path, skip, stop):
-    return records.shard_records(path, stop, skip, verify_hint=hint)
+    return records.shard_records(path, stop, skip, verify_hint=hint, buffer_bytes=buffer_bytes)
 
   return read
 
@@ -251,16 +267,17 @@ def training_order(
   start_epoch: int = 0,
   skip: int = 0,
   select: Callable[..., Any] | None = None,
+  reads: int = DEFAULT_PARALLEL_READS,
 ) -> tf.data.Dataset:
   """The infinite training stream of one host: per epoch, its slices in an order drawn from
-  (base_key, epoch), `_INTERLEAVE_CYCLE` read at once, then a shuffle buffer seeded from
+  (base_key, epoch), `reads` of them read at once (interleaved), then a shuffle buffer seeded from
   (base_key, epoch). `select(epoch, position, record)` runs before the buffer (default: keep
   the record); the first `skip` examples of `start_epoch` are dropped.
 
   `read_slice(i)` gives the records of slice i; `benchmarks/class_mixing.py` feeds it labels
   to measure how well classes mix.
   """
-  cycle = min(num_slices, _INTERLEAVE_CYCLE)
+  cycle = min(num_slices, reads)
 
   def epoch_examples(epoch):
     key = _epoch_key(base_key, epoch, 0)
@@ -317,7 +334,7 @@ def create_train_dataset(
   base_key = tf.constant([seed, index], tf.int64)
   parse = _parse_fn(builder.info.features, info['num_classes'])
   tensors = _slice_tensors(slices)
-  read = _reader(cfg.data_dir)
+  read = _reader(cfg)
 
   def read_slice(i):
     return read(tensors['path'][i], tensors['skip'][i], tensors['stop'][i])
@@ -330,6 +347,7 @@ def create_train_dataset(
     start_epoch=start_epoch,
     skip=skip,
     select=_train_select_fn(cfg, parse, base_key),
+    reads=parallel_reads(cfg),
   )
   ds = ds.map(
     _train_augment_fn(cfg, info['image_format']),
@@ -382,7 +400,7 @@ def create_eval_dataset(
   }
   ds = tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size - num_real)
   if slices:
-    read = _reader(cfg.data_dir)
+    read = _reader(cfg)
 
     def read_slice(piece):
       return (
@@ -391,7 +409,7 @@ def create_eval_dataset(
         .map(lambda i, record: (piece['first'] + i, record))
       )
 
-    cycle = min(len(slices), _INTERLEAVE_CYCLE)
+    cycle = min(len(slices), parallel_reads(cfg))
     real = tf.data.Dataset.from_tensor_slices(_slice_tensors(slices)).interleave(
       read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True
     )

@@ -1,6 +1,7 @@
 """Checks that a split's shard files are the ones its manifest describes.
 
-* `check_shard_sizes` (fast: one `stat` per shard) is what training and testing run before
+* `check_shard_sizes` (fast: one `stat` per shard; on a bucket, the objects' metadata, many
+  requests in flight) is what training and testing run before
   anything is compiled: a missing or truncated shard stops the run with one line naming it.
 * `sha256_file` is the checksum the manifest records; `python -m data_prep.verify DIR` compares
   it and reads every record.
@@ -8,11 +9,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
-import os
 from typing import Any, Mapping
 
+from cost_jax import storage
 from cost_jax.data import schema
+
+# Object metadata requests in flight when checking the shards of a bucket (each is a round trip).
+_REMOTE_STAT_THREADS = 32
 
 
 def verify_hint(data_dir: str) -> str:
@@ -24,9 +29,9 @@ def verify_hint(data_dir: str) -> str:
 
 
 def sha256_file(path: str, chunk_bytes: int = 1 << 22) -> str:
-  """Hex SHA-256 of a file's content."""
+  """Hex SHA-256 of a file's content (local or gs://)."""
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with storage.open_file(path, 'rb') as f:
     while chunk := f.read(chunk_bytes):
       digest.update(chunk)
   return digest.hexdigest()
@@ -34,13 +39,23 @@ def sha256_file(path: str, chunk_bytes: int = 1 << 22) -> str:
 
 def shard_size_problems(data_dir: str, manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
   """(file, problem) for every shard that is missing or whose size is not the manifest's."""
-  problems = []
-  for shard in manifest['shards']:
-    path = os.path.join(data_dir, shard['file'])
+
+  def size_of(shard) -> int | str:
     try:
-      size = os.path.getsize(path)
-    except OSError as e:
-      problems.append((shard['file'], f'cannot be read ({e.strerror or e})'))
+      return storage.size(storage.join(data_dir, shard['file']))
+    except Exception as e:  # OSError locally; the bucket client's NotFoundError, ...
+      return f'cannot be read ({getattr(e, "strerror", None) or e})'
+
+  shards = list(manifest['shards'])
+  if storage.is_remote(data_dir):
+    with concurrent.futures.ThreadPoolExecutor(_REMOTE_STAT_THREADS) as pool:
+      sizes = list(pool.map(size_of, shards))
+  else:
+    sizes = [size_of(s) for s in shards]
+  problems = []
+  for shard, size in zip(shards, sizes):
+    if isinstance(size, str):
+      problems.append((shard['file'], size))
       continue
     if size != int(shard['num_bytes']):
       what = 'truncated' if size < int(shard['num_bytes']) else 'changed'

@@ -7,8 +7,9 @@ are ignored), or a ``.json`` file holding a list of names or an ``{"0": name, ..
 from __future__ import annotations
 
 import json
-import os
 from typing import Sequence
+
+from cost_jax import storage
 
 
 def check_label_names(names: Sequence[str], where: str = 'label names') -> None:
@@ -45,10 +46,9 @@ def read_label_names(path: str) -> list[str]:
   Raises FileNotFoundError for a missing file and ValueError (naming the file and the class)
   for an empty file or a blank, repeated or multi-line name.
   """
-  if not os.path.isfile(path):
+  if not storage.isfile(storage.check(path, 'label file')):
     raise FileNotFoundError(f'label file {path!r} does not exist')
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
+  text = storage.read_text(path)
   if path.endswith('.json'):
     names = _json_names(path, text)
   else:

@@ -28,7 +28,11 @@ def _probe(path: str | tf.Tensor) -> tf.data.Dataset:
 
 
 def shard_records(
-  path: str | tf.Tensor, stop: int | tf.Tensor, skip: int | tf.Tensor = 0, verify_hint: str = ''
+  path: str | tf.Tensor,
+  stop: int | tf.Tensor,
+  skip: int | tf.Tensor = 0,
+  verify_hint: str = '',
+  buffer_bytes: int | None = None,
 ) -> tf.data.Dataset:
   """Serialized records [skip, stop) of the TFRecord file `path`, as a tf.data.Dataset.
 
@@ -37,6 +41,8 @@ def shard_records(
   corrupted file, or a read error. `verify_hint` is appended to that message. Records pass
   through no function (each would copy them): the check is a failing element placed after the
   file's records, which `take(stop)` reaches only when the file ends early.
+  `buffer_bytes`: the reader's buffer (TensorFlow's default if None); on a bucket each refill
+  is one ranged request, so a few MB keep the round trips rare.
   """
   if isinstance(skip, int) and isinstance(stop, int) and not 0 <= skip <= stop:
     raise ValueError(f'{path}: cannot read records [{skip}, {stop})')
@@ -56,7 +62,7 @@ def shard_records(
       return tf.constant(b'')
 
   # A read error ends the file (the reader moves on to its next file: there is none).
-  reader = tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
+  reader = tf.data.TFRecordDataset(path, buffer_size=buffer_bytes).ignore_errors(log_warning=True)
   early_end = tf.data.Dataset.from_tensors(tf.constant(0)).map(fail)
   # The probe's byte goes first and is skipped (an empty file has no byte, and no record to
   # lose), so the file is opened once before the reader opens it.

@@ -18,11 +18,11 @@ dataset fails with one line saying to re-run data_prep.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from cost_jax import storage
 
 SCHEMA_VERSION = 2
 
@@ -115,19 +115,19 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 
 
 def manifest_path(data_dir: str, split: str) -> str:
-  return os.path.join(data_dir, f'{split}.manifest.json')
+  return storage.join(data_dir, f'{split}.manifest.json')
 
 
 def skipped_path(data_dir: str, split: str) -> str:
-  return os.path.join(data_dir, f'{split}.skipped.csv')
+  return storage.join(data_dir, f'{split}.skipped.csv')
 
 
 def index_path(data_dir: str, split: str) -> str:
-  return os.path.join(data_dir, f'{split}.index.csv')
+  return storage.join(data_dir, f'{split}.index.csv')
 
 
 def label_map_path(data_dir: str) -> str:
-  return os.path.join(data_dir, 'label_map.txt')
+  return storage.join(data_dir, 'label_map.txt')
 
 
 def label_map_sha256(label_map: Sequence[str]) -> str:
@@ -173,15 +173,14 @@ def read_manifest(data_dir: str, split: str) -> dict[str, Any]:
   FileNotFoundError for a missing directory or manifest, DatasetError for anything else.
   """
   path = manifest_path(data_dir, split)
-  if not os.path.isdir(data_dir):
+  if not storage.isdir(storage.check(data_dir, 'data directory')):
     raise FileNotFoundError(f'data directory {data_dir!r} does not exist')
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(
       f'no manifest for split {split!r}: {path} is missing (run data_prep first)'
     )
   try:
-    with open(path, encoding='utf-8') as f:
-      manifest = json.load(f)
+    manifest = storage.read_json(path)
   except (OSError, ValueError) as e:
     raise DatasetError(f'{path}: unreadable manifest ({e}); re-run data_prep') from None
   if not isinstance(manifest, dict):
@@ -191,8 +190,5 @@ def read_manifest(data_dir: str, split: str) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, obj: Mapping[str, Any]) -> None:
-  """Writes JSON to a temporary file and renames it over `path`."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  """Publishes JSON at `path` whole, local or gs:// (`storage.write_json`)."""
+  storage.write_json(path, obj)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import json
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -27,7 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from cost_jax import checkpoint_integrity as integrity
-from cost_jax import checkpointing, metrics, orbax_quiet, xla_options
+from cost_jax import checkpointing, metrics, orbax_quiet, storage, xla_options
 from cost_jax import workdir as layout
 from cost_jax.data import transforms
 from cost_jax.data.labels import read_label_names
@@ -108,9 +105,8 @@ def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
 
 
 def _manifest_label_names(workdir: str) -> tuple[list[str], str] | None:
-  for path in sorted(glob.glob(os.path.join(workdir, layout.MANIFESTS, '*.manifest.json'))):
-    with open(path) as f:
-      names = json.load(f).get('label_map')
+  for path in storage.glob(storage.join(workdir, layout.MANIFESTS), '*.manifest.json'):
+    names = storage.read_json(path).get('label_map')
     if names:
       return list(names), path
   return None
@@ -120,14 +116,14 @@ def find_label_names(
   checkpoint: str, config: ml_collections.ConfigDict | None = None
 ) -> tuple[list[str], str] | None:
   """(names, file) found next to `checkpoint` / in its workdir, or None."""
-  path = os.path.abspath(checkpoint)
-  folder = path if os.path.isdir(path) else os.path.dirname(path)
+  path = storage.absolute(checkpoint)
+  folder = path if storage.isdir(path) else storage.dirname(path)
   workdir = layout.find_workdir(path)
   folders = [folder] + ([workdir] if workdir and workdir != folder else [])
   for candidate in folders:
     for name in LABEL_FILES:
-      file = os.path.join(candidate, name)
-      if os.path.isfile(file):
+      file = storage.join(candidate, name)
+      if storage.isfile(file):
         return read_label_names(file), file
   if workdir:
     found = _manifest_label_names(workdir)
@@ -135,8 +131,8 @@ def find_label_names(
       return found
   data_dir = config.data.get('data_dir') if config is not None and 'data' in config else None
   if data_dir:
-    file = os.path.join(data_dir, 'label_map.txt')
-    if os.path.isfile(file):
+    file = storage.join(data_dir, 'label_map.txt')
+    if storage.isfile(file):
       return read_label_names(file), file
   return None
 
@@ -160,19 +156,19 @@ def select_step_directory(path: str) -> tuple[str, str]:
   `save_best` checkpoint), or its latest where no validation was recorded. A latest step whose
   record cannot be read raises CheckpointDamagedError (naming the intact steps).
   """
-  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, checkpointing.STATE)):
+  if storage.basename(path).isdigit() and storage.isdir(storage.join(path, checkpointing.STATE)):
     return path, 'the step given'
   manager_dir = layout.checkpoints_dir(path)
-  if not os.path.isdir(manager_dir):
+  if not storage.isdir(manager_dir):
     manager_dir = path
   step, why = checkpointing.best_or_latest_step(manager_dir)
-  return os.path.join(manager_dir, str(step)), why
+  return storage.join(manager_dir, str(step)), why
 
 
 def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]) -> dict[str, Any]:
   """params and batch_stats of the TrainState saved in `step_dir` (optimiser state skipped)."""
   template = abstract_variables(model_config)
-  state_dir = os.path.join(step_dir, checkpointing.STATE)
+  state_dir = storage.join(step_dir, checkpointing.STATE)
   orbax_quiet.quiet_event_loops()
   try:
     with ocp.PyTreeCheckpointer() as checkpointer:
@@ -209,11 +205,11 @@ def load_bundle(
   """A `ModelBundle` from a trainer workdir / checkpoint dir / step dir, a saved-model dir or an
   MMAction2 `.pth`/`.npz` file; `labels` overrides the class names, `protocol_overrides` the test
   protocol fields (e.g. {'test_num_clips': 2})."""
-  path = os.path.abspath(checkpoint)
-  if not os.path.exists(path):
+  path = storage.absolute(checkpoint, '--checkpoint')
+  if not storage.exists(path):
     raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
   config = None
-  if os.path.isfile(path):
+  if not storage.isdir(path):
     if not path.endswith(WEIGHT_SUFFIXES):
       raise ValueError(
         f'{checkpoint}: a checkpoint file must be an MMAction2 {WEIGHT_SUFFIXES} '
@@ -223,7 +219,7 @@ def load_bundle(
     protocol = default_protocol()
     protocol.update(found)
     source = path
-  elif os.path.isfile(os.path.join(path, saved.CONFIG_FILE)):
+  elif storage.isfile(storage.join(path, saved.CONFIG_FILE)):
     model_config, variables = saved.load_model(path)
     protocol = default_protocol()
     source = path

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cost_jax import storage
 from cost_jax.data import sampling, transforms, video_decode
 from cost_jax.data.video_decode import BadVideoError
 
@@ -47,8 +48,13 @@ def read_video(path: str) -> VideoFrames:
 
   Damaged packets are skipped (reported in `problem`). Raises `BadVideoError` (message = the
   reason) for a missing, empty or unreadable file, no video stream, an absurd resolution or no
-  decodable frame.
+  decodable frame. A `gs://` video is copied to a temporary local file first (one at a time).
   """
+  if storage.is_remote(path):
+    if not storage.isfile(path):
+      raise BadVideoError('missing file')
+    with storage.local_file(path) as local:
+      return read_video(local)
   container, stream = video_decode.open_video(path)
   log = video_decode.DecodeLog()
   with container:

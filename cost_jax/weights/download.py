@@ -1,7 +1,10 @@
-"""Resolve a weights reference (`torchvision://name`, URL, `file://` URL or path) to a local file.
+"""Resolve a weights reference (`torchvision://name`, URL, `gs://` object, `file://` URL or path)
+to a local file.
 
 URLs are downloaded once into a cache directory, through a temporary file that is renamed into
 place only when complete (and, for torch-hub style names `name-<sha256 prefix>.ext`, verified).
+A `gs://` object is copied into the same local cache (under `gs/<bucket>/<object>`), and copied
+again when the object's size changes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import IO
 
 import tqdm
 from absl import logging
+
+from cost_jax import storage
 
 __all__ = [
   'TORCHVISION_BASE_URL',
@@ -55,8 +60,8 @@ class WeightsUnavailableError(OSError):
 
 
 def is_remote(ref: str) -> bool:
-  """Whether resolving `ref` may need the network (`torchvision://`, `http://`, `https://`)."""
-  return ref.split('://', 1)[0].lower() in ('torchvision', 'http', 'https') and '://' in ref
+  """Whether resolving `ref` may need the network (`torchvision://`, `http(s)://`, `gs://`)."""
+  return ref.split('://', 1)[0].lower() in ('torchvision', 'http', 'https', 'gs') and '://' in ref
 
 
 def _cache_dir(cache_dir: str | None) -> str:
@@ -229,6 +234,44 @@ def _download(url: str, label: str, cache_dir: str, progress: bool | None, field
   return final
 
 
+def _from_bucket(ref: str, cache_dir: str, field: str) -> str:
+  """The cached local copy of the object `ref` (copied when missing or of another size)."""
+  hint = _offline_hint(field, storage.basename(ref) or 'weights.pth')
+  try:
+    if not storage.isfile(ref):
+      raise WeightsUnavailableError(f'weights object {ref} does not exist; check the path.\n{hint}')
+    size = storage.size(ref)
+  except WeightsUnavailableError:
+    raise
+  except Exception as e:  # the bucket's client: no credentials, no network, no permission
+    raise WeightsUnavailableError(f'cannot read {ref}: {e}.\n{hint}') from e
+  final = os.path.join(cache_dir, 'gs', *ref.split('://', 1)[1].split('/'))
+  if os.path.isfile(final) and os.path.getsize(final) == size:
+    return final
+  try:
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+      prefix=f'.{os.path.basename(final)}.', suffix='.part', dir=os.path.dirname(final)
+    )
+    os.close(fd)
+  except OSError as e:
+    raise WeightsUnavailableError(
+      f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
+      f'$COST_JAX_CACHE to a writable directory.\n{hint}'
+    ) from e
+  try:
+    storage.copy_to_local(ref, tmp)
+    os.replace(tmp, final)
+  except WeightsUnavailableError:
+    raise
+  except Exception as e:
+    raise WeightsUnavailableError(f'cannot copy {ref}: {e}.\n{hint}') from e
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return final
+
+
 def _local(path: str, field: str) -> str:
   if not os.path.exists(path):
     raise WeightsUnavailableError(
@@ -251,7 +294,7 @@ def resolve_weights(
 
   Args:
     ref: `torchvision://resnet50` (also resnet18/34/101/152; the files mmcv 1.6.1 loads),
-      an `http(s)://` URL, a `file://` URL, or a local path.
+      an `http(s)://` URL, a `gs://` object, a `file://` URL, or a local path.
     cache_dir: Where downloads go; default `$COST_JAX_CACHE`, else `~/.cache/cost_jax/weights`.
       A file already there is reused (after re-checking a hash prefix in its name).
     progress: True: a tqdm bar; False: silent; None: a bar if stderr is a terminal, else a few
@@ -277,6 +320,8 @@ def resolve_weights(
     return _download(url, f'{ref} ({url})', _cache_dir(cache_dir), progress, field)
   if scheme in ('http', 'https'):
     return _download(ref, ref, _cache_dir(cache_dir), progress, field)
+  if scheme in storage.REMOTE_SCHEMES:
+    return _from_bucket(ref, _cache_dir(cache_dir), field)
   if scheme == 'file':
     parsed = urllib.parse.urlparse(ref)
     if parsed.netloc not in ('', 'localhost'):
@@ -284,7 +329,7 @@ def resolve_weights(
     return _local(urllib.request.url2pathname(parsed.path), field)
   if scheme:
     raise WeightsUnavailableError(
-      f'{ref}: unsupported scheme {scheme}://; use torchvision://, http(s)://, file:// or a '
-      'local path'
+      f'{ref}: unsupported scheme {scheme}://; use torchvision://, http(s)://, gs://, file:// '
+      'or a local path'
     )
   return _local(os.path.expanduser(ref), field)

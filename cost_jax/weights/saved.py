@@ -6,11 +6,12 @@ This is what `cost_jax.tools.import_mmaction2` writes and what prediction and ex
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Mapping
 
 import ml_collections
 import orbax.checkpoint as ocp
+
+from cost_jax import storage
 
 CONFIG_FILE = 'model_config.json'
 VARIABLES_DIR = 'variables'
@@ -23,14 +24,15 @@ def _plain(value):
 
 
 def save_model(directory: str, model_config: Mapping[str, Any], variables: Mapping) -> str:
-  """Writes the model config and variables under `directory` (created); returns its path."""
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, CONFIG_FILE), 'w') as f:
-    json.dump({k: _plain(v) for k, v in dict(model_config).items()}, f, indent=2)
+  """Writes the model config and variables under `directory` (local or gs://); returns its
+  path."""
+  directory = storage.absolute(directory, 'output')
+  storage.makedirs(directory)
+  config = {k: _plain(v) for k, v in dict(model_config).items()}
+  storage.write_text(storage.join(directory, CONFIG_FILE), json.dumps(config, indent=2))
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(
-      os.path.join(directory, VARIABLES_DIR),
+      storage.join(directory, VARIABLES_DIR),
       {k: variables[k] for k in ('params', 'batch_stats')},
       force=True,
     )
@@ -48,12 +50,11 @@ def lists_to_tuples(value):
 
 def load_model(directory: str) -> tuple[ml_collections.ConfigDict, dict]:
   """Reads what `save_model` wrote: (model_config, variables)."""
-  directory = os.path.abspath(directory)
-  config_path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(config_path):
+  directory = storage.absolute(directory)
+  config_path = storage.join(directory, CONFIG_FILE)
+  if not storage.exists(config_path):
     raise FileNotFoundError(f'{config_path} is missing: {directory} is not a saved cost_jax model')
-  with open(config_path) as f:
-    model_config = ml_collections.ConfigDict(lists_to_tuples(json.load(f)))
+  model_config = ml_collections.ConfigDict(lists_to_tuples(storage.read_json(config_path)))
   with ocp.StandardCheckpointer() as checkpointer:
-    variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
+    variables = checkpointer.restore(storage.join(directory, VARIABLES_DIR))
   return model_config, variables

@@ -27,6 +27,8 @@ from typing import IO, Any, Callable, Mapping
 import ml_dtypes
 import numpy as np
 
+from cost_jax import storage
+
 __all__ = [
   'CheckpointFormatError',
   'UnsafeCheckpointError',
@@ -664,6 +666,12 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
       non-tensor values, keys that collide after stripping and unreadable `.npz` files.
   """
   path = os.fspath(path)
+  if storage.is_remote(path):  # a temporary local copy; errors name the object
+    with storage.local_file(path) as local:
+      try:
+        return load_state_dict(local)
+      except (CheckpointFormatError, UnsafeCheckpointError) as e:
+        raise type(e)(str(e).replace(local, path)) from None
   if path.endswith('.npz'):
     state, meta = _load_npz(path), {}
   else:
