@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 
-from tests import train_testlib
+from tests import tfrecord_factory, train_testlib
 
 
 def _run_two(cmd, tmp_path, name):
@@ -62,3 +62,59 @@ def test_two_processes_train_then_test(tmp_path):
   with np.load(os.path.join(workdir, 'test_val_scores.npz')) as f:
     np.testing.assert_array_equal(f['index'], np.arange(6))
     np.testing.assert_array_equal(f['label'], labels['val'])
+
+
+def _start_two(cmds, tmp_path, name):
+  """Process i runs cmds[i]; returns (exit code, log) per process."""
+  port = train_testlib.free_port()
+  procs = []
+  for pid, cmd in enumerate(cmds):
+    flags = [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={pid}']
+    log = open(tmp_path / f'{name}{pid}.log', 'w')
+    procs.append(
+      (
+        subprocess.Popen(
+          cmd + flags,
+          cwd=train_testlib.REPO,
+          env=train_testlib.env(),
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        ),
+        log,
+      )
+    )
+  results = []
+  for pid, (proc, log) in enumerate(procs):
+    code = proc.wait(timeout=300)
+    log.close()
+    results.append((code, open(tmp_path / f'{name}{pid}.log').read()))
+  return results
+
+
+def test_hosts_that_do_not_share_the_workdir_or_the_data_stop_with_one_line(tmp_path):
+  data_dir = str(tmp_path / 'data')
+  train_testlib.write_tiny_dataset(data_dir)
+  config = train_testlib.write_config_file(str(tmp_path / 'config.py'), data_dir)
+  # Two "VMs" with a local --workdir each (the same path on real hosts, a different disk).
+  cmds = [train_testlib.main_command(config, str(tmp_path / f'local{pid}')) for pid in range(2)]
+  for code, log in _start_two(cmds, tmp_path, 'workdir'):
+    errors = [line for line in log.splitlines() if line.startswith('error:')]
+    assert code == 2 and len(errors) == 1, log[-3000:]
+    assert 'is not one directory for all 2 processes: process 1 cannot read' in errors[0]
+    assert 'gs://' in errors[0]
+  assert not os.path.exists(tmp_path / 'local0' / 'checkpoints')
+
+  # One shared workdir, but process 1 sees another dataset (one val video fewer).
+  other = str(tmp_path / 'other_data')
+  train_testlib.write_tiny_dataset(other)
+  tfrecord_factory.write_split(
+    other, 'val', [(np.zeros((8, 32, 40, 3), np.uint8), 0)] * 5, train_testlib.CLASSES, 2
+  )
+  other_config = train_testlib.write_config_file(str(tmp_path / 'other.py'), other)
+  workdir = str(tmp_path / 'shared')
+  cmds = [train_testlib.main_command(c, workdir) for c in (config, other_config)]
+  for code, log in _start_two(cmds, tmp_path, 'data'):
+    errors = [line for line in log.splitlines() if line.startswith('error:')]
+    assert code == 2 and len(errors) == 1, log[-3000:]
+    assert 'differs between processes: process 1 sees other split manifests' in errors[0]
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))

@@ -109,9 +109,7 @@ def write_manifest(
     'num_skipped': 0,
     'num_truncated': 0,
   }
-  with dataset_writer.metadata_lock(data_dir):
-    schema.write_json_atomic(schema.manifest_path(data_dir, split), manifest)
-    dataset_writer.write_tfds_metadata(data_dir)
+  dataset_writer.publish_manifests(data_dir, [manifest])
   return manifest
 
 
