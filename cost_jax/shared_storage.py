@@ -79,7 +79,8 @@ def check_shared(workdir: str, data_dir: str) -> None:
   other = np.flatnonzero(np.any(gathered[:, 1:] != gathered[0, 1:], axis=1))
   if len(other):
     raise ConfigError(
-      f'data.data_dir={data_dir} differs between processes: {_describe(other)} see other '
-      'split manifests than process 0 (or none). Put the dataset in a bucket (gs://...) or on '
-      'a shared file system, or give every host the same copy'
+      f'data.data_dir={data_dir} differs between processes: {_describe(other)} '
+      f'{"sees" if len(other) == 1 else "see"} other split manifests than process 0 (or none). '
+      'Put the dataset in a bucket (gs://...) or on a shared file system, or give every host '
+      'the same copy'
     )
