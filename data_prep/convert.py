@@ -4,11 +4,14 @@ Importable API (used by the source front-ends, the synthetic demo and benchmarks
 
   from data_prep import convert
   summary = convert.convert_split(
-      entries=[convert.Entry("/data/a.mp4", 3, "a.mp4"), ("/data/b.mp4", 0)],
-      output_dir="out", split="train", label_map=["cls0", "cls1", "cls2", "cls3"],
+      entries=[convert.Entry("/data/a.mp4", 3, "a.mp4"), ("gs://bucket/b.mp4", 0)],
+      output_dir="gs://bucket/tfds/videos/2.0.0", split="train",
+      label_map=["cls0", "cls1", "cls2", "cls3"],
       options=convert.ConvertOptions(short_side=320, workers=8))
 
-writes, under `output_dir` (file names and format from `cost_jax.data.schema`):
+Paths (the output directory, the videos) are local or `gs://` URLs (`cost_jax.storage`; other
+schemes are refused before anything is written). It writes, under `output_dir` (file names and
+format from `cost_jax.data.schema`):
 
 * `{split}-{i:05d}-of-{n:05d}.tfrecord`: one `tf.train.Example` per video. Videos go to shards in
   a random order drawn from `options.shuffle_seed` (then round-robin, so shard sizes differ by at
@@ -18,9 +21,17 @@ writes, under `output_dir` (file names and format from `cost_jax.data.schema`):
 * `{split}.manifest.json` (`schema.MANIFEST_KEYS`: options, and per shard its size and SHA-256),
   `{split}.skipped.csv` (path, reason, kept: videos left out, and every truncated video),
   `{split}.index.csv` (where each converted video is), `label_map.txt`;
-* `.done/{shard}.json`: a record per finished shard. Re-running the same call keeps shards whose
-  record matches their inputs, options and size, and redoes the others (writes are atomic:
-  temporary file, then rename), so an interrupted run resumes without duplicating anything.
+* `.done/{shard}.json`: a record per finished shard, written after the shard. Re-running the
+  same call keeps shards whose record matches their inputs, options and size, and redoes the
+  others, so an interrupted run resumes without duplicating anything. A shard appears whole: on
+  a local disk it is written to a temporary file then renamed; on a bucket it is written to its
+  own object name, which exists only once its upload completes at close.
+
+Several hosts can share one split (`options.num_tasks`, `options.task`): each converts the
+shards whose index % num_tasks == task (the videos of each shard do not depend on the tasks);
+the run that finds every shard of the split done writes the split's CSVs, manifest and TFDS
+metadata. Conversions of other splits into the same directory may run at the same time: the
+metadata is settled without a lock (`dataset_writer.settle_tfds_metadata`).
 
 `convert_splits({"train": ..., "val": ...}, output_dir, label_map, options)` does several splits
 with one pool of workers. Bad videos never stop the run: each one is listed in skipped.csv with
@@ -33,11 +44,13 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import queue as queue_lib
 import re
+import struct
 import sys
 import threading
 import time
@@ -45,7 +58,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TextI
 
 import numpy as np
 
-from cost_jax.data import integrity, labels, schema, video_decode
+from cost_jax import storage
+from cost_jax.data import labels, schema, video_decode
 from data_prep import dataset_writer, encode_video
 from data_prep import progress as progress_lib
 
@@ -76,6 +90,10 @@ class ConvertOptions:
   min_side: int = video_decode.MIN_SIDE
   max_side: int = video_decode.MAX_SIDE
   progress: bool = True  # a bar on a terminal, else a log line every minute (stderr)
+  # Hosts sharing the conversion of one split: this run converts the shards whose index %
+  # num_tasks == task. Not part of the output: any task reuses shards done by any other.
+  task: int = 0
+  num_tasks: int = 1
 
   def __post_init__(self):
     checks = {
@@ -86,6 +104,8 @@ class ConvertOptions:
       'num_shards': (self.num_shards >= 0, '>= 0'),
       'workers': (self.workers >= 0, '>= 0'),
       'min_side': (1 <= self.min_side <= self.max_side, 'in 1..max_side'),
+      'num_tasks': (self.num_tasks >= 1, '>= 1'),
+      'task': (0 <= self.task < self.num_tasks, f'in 0..{self.num_tasks - 1} (num_tasks - 1)'),
     }
     for key, (ok, allowed) in checks.items():
       if not ok:
@@ -102,6 +122,10 @@ class ConvertOptions:
       'min_side': self.min_side,
       'max_side': self.max_side,
     }
+
+  def owns(self, shard_index: int) -> bool:
+    """Whether this task converts shard `shard_index`."""
+    return shard_index % self.num_tasks == self.task
 
 
 def default_num_shards(num_videos: int) -> int:
@@ -127,7 +151,7 @@ def write_label_map(output_dir: str, label_map: Sequence[str]) -> str:
   """Writes `label_map.txt`, or checks that the one already there is the same."""
   labels.check_label_names(label_map, 'label map')
   path = schema.label_map_path(output_dir)
-  if os.path.exists(path):
+  if storage.exists(path):
     existing = labels.read_label_names(path)
     if existing != list(label_map):
       diff = next(
@@ -140,10 +164,7 @@ def write_label_map(output_dir: str, label_map: Sequence[str]) -> str:
         'directory, or delete it and every split converted with it'
       )
     return path
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(''.join(f'{name}\n' for name in label_map))
-  os.replace(tmp, path)
+  storage.write_text(path, ''.join(f'{name}\n' for name in label_map))
   return path
 
 
@@ -162,8 +183,12 @@ class _ShardTask:
     return schema.shard_name(self.split, self.index, self.num_shards)
 
   @property
+  def path(self) -> str:
+    return storage.join(self.output_dir, self.file)
+
+  @property
   def record_path(self) -> str:
-    return os.path.join(self.output_dir, DONE_DIR, f'{self.file}.json')
+    return done_record_path(self.output_dir, self.file)
 
   def fingerprint(self) -> str:
     blob = json.dumps(
@@ -180,20 +205,33 @@ class _ShardTask:
 
 def done_record_path(output_dir: str, shard_file: str) -> str:
   """Where the `.done` record of a finished shard is (delete it to have the shard redone)."""
-  return os.path.join(output_dir, DONE_DIR, f'{shard_file}.json')
+  return storage.join(output_dir, DONE_DIR, f'{shard_file}.json')
 
 
 def _finished_record(task: _ShardTask) -> dict[str, Any] | None:
   """The shard's `.done` record if the shard is complete and matches the task, else None."""
   try:
-    with open(task.record_path) as f:
-      record = json.load(f)
-    size = os.path.getsize(os.path.join(task.output_dir, task.file))
+    record = storage.read_json(task.record_path)
+    size = storage.size(task.path)
   except (OSError, ValueError):
     return None
   if record.get('fingerprint') != task.fingerprint() or record.get('num_bytes') != size:
     return None
   return record
+
+
+# Records read at once from a bucket (each read and size is a round trip).
+_REMOTE_READS = 32
+
+
+def _finished_records(tasks: Sequence[_ShardTask]) -> dict[str, dict[str, Any] | None]:
+  """Shard file -> `_finished_record` of each task."""
+  if tasks and storage.is_remote(tasks[0].output_dir):
+    with concurrent.futures.ThreadPoolExecutor(_REMOTE_READS) as pool:
+      found = list(pool.map(_finished_record, tasks))
+  else:
+    found = [_finished_record(t) for t in tasks]
+  return {t.file: record for t, record in zip(tasks, found)}
 
 
 def _encode_one(
@@ -213,15 +251,51 @@ def _encode_one(
   )
 
 
-def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str, Any]:
-  """Writes one shard atomically, then its `.done` record; returns that record."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; workers only)
+def _masked_crc32c(data: bytes) -> bytes:
+  """TFRecord's checksum of `data`: CRC32C, rotated and offset, little-endian."""
+  import google_crc32c  # pylint: disable=g-import-not-at-top  (google-cloud-storage needs it)
 
+  crc = google_crc32c.value(data)
+  return struct.pack('<I', (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+class HashingRecordWriter:
+  """`tf.io.TFRecordWriter` that also takes the SHA-256 and size of the bytes it writes, from
+  TFRecord's framing (length, its masked CRC32C, data, the data's masked CRC32C), so that a
+  shard's checksum needs no second read (a download, on a bucket)."""
+
+  def __init__(self, path: str):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; workers only)
+
+    self._writer = tf.io.TFRecordWriter(path)
+    self._digest = hashlib.sha256()
+    self.num_bytes = 0
+
+  def write(self, record: bytes) -> None:
+    self._writer.write(record)
+    length = struct.pack('<Q', len(record))
+    for part in (length, _masked_crc32c(length), record, _masked_crc32c(record)):
+      self._digest.update(part)
+    self.num_bytes += len(record) + 16
+
+  def sha256(self) -> str:
+    return self._digest.hexdigest()
+
+  def __enter__(self) -> 'HashingRecordWriter':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._writer.close()
+
+
+def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str, Any]:
+  """Writes one shard whole (see the module's docstring), then its `.done` record; returns
+  that record."""
   serializer = dataset_writer.ExampleSerializer(task.label_map, task.options.image_format)
-  path = os.path.join(task.output_dir, task.file)
-  tmp = f'{path}.tmp-{os.getpid()}'
+  remote = storage.is_remote(task.path)
+  target = task.path if remote else f'{task.path}.tmp-{os.getpid()}'
   problems, videos = [], []  # problems: [input position, path, reason, kept]
-  with tf.io.TFRecordWriter(tmp) as writer:
+  with HashingRecordWriter(target) as writer:
     for list_index, entry in task.entries:
       try:
         video = _encode_one(entry, task.label_map, task.options)
@@ -235,7 +309,7 @@ def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str
           action = 'kept' if keep else 'dropped (--truncated=drop)'
           problems.append([list_index, entry.path, f'{video.problem}; {action}', keep])
         if keep:
-          name = entry.name or os.path.basename(entry.path)
+          name = entry.name or storage.basename(entry.path)
           writer.write(
             serializer.serialize(
               video.frames,
@@ -250,18 +324,22 @@ def _convert_shard(task: _ShardTask, progress: Callable[[int], Any]) -> dict[str
           )
           videos.append([len(videos), name, entry.label, video.num_frames, entry.path])
       progress(1)
-  os.replace(tmp, path)
+  if not remote:
+    storage.move(target, task.path)
+  size = storage.size(task.path)
+  if size != writer.num_bytes:
+    raise RuntimeError(f'{task.path}: {size} bytes written, {writer.num_bytes} expected')
   record = {
     'file': task.file,
     'num_examples': len(videos),
     'num_truncated': sum(1 for p in problems if p[2].startswith('truncated')),
     'skipped': problems,
     'videos': videos,
-    'num_bytes': os.path.getsize(path),
-    'sha256': integrity.sha256_file(path),
+    'num_bytes': size,
+    'sha256': writer.sha256(),
     'fingerprint': task.fingerprint(),
   }
-  schema.write_json_atomic(task.record_path, record)
+  storage.write_json(task.record_path, record)
   return record
 
 
@@ -326,15 +404,25 @@ def _run_parallel(
   return records
 
 
-def _remove_stale_files(output_dir: str, split: str, keep: set[str]) -> None:
-  """Deletes shards of `split` with another shard count and temporaries of killed runs."""
+def _remove_stale_files(
+  output_dir: str, split: str, keep: set[str], own: set[str], others_too: bool
+) -> None:
+  """Deletes the temporaries that killed runs left of the shards `own` (and of their records).
+  With `others_too` (a run that owns the whole split), also every other temporary of the split
+  and its shards with another shard count (not in `keep`), with their records; a task never
+  touches another task's files."""
   shard = rf'{re.escape(split)}-\d{{5}}-of-\d{{5}}\.{schema.FILE_FORMAT}'
-  for directory, suffix in ((output_dir, ''), (os.path.join(output_dir, DONE_DIR), r'\.json')):
-    pattern = re.compile(rf'^({shard}){suffix}(\.tmp-\d+)?$')
-    for name in os.listdir(directory):
+  done_dir = storage.join(output_dir, DONE_DIR)
+  for directory, suffix in ((output_dir, ''), (done_dir, r'\.json')):
+    # `name.tmp-PID` of a shard being written; `.name.tmp-XXXX` of a record being published.
+    pattern = re.compile(rf'^(\.?)({shard}){suffix}(\.tmp-\w+)?$')
+    for name in storage.listdir(directory):
       match = pattern.match(name)
-      if match and (match.group(2) or match.group(1) not in keep):
-        os.remove(os.path.join(directory, name))
+      if not match or (match.group(1) and not match.group(3)):
+        continue
+      file, temporary = match.group(2), bool(match.group(3))
+      if (temporary and file in own) or (others_too and (temporary or file not in keep)):
+        storage.remove(storage.join(directory, name))
 
 
 def _check_other_splits(
@@ -372,12 +460,17 @@ def convert_split(
 ) -> dict[str, Any]:
   """Converts `entries` (path, label index[, name]) to TFRecord shards of `split`; resumable.
 
-  Returns a summary: split, name, num_videos, num_examples, num_skipped (videos left out),
-  num_truncated (dropped or kept in part), num_shards, shards_reused, seconds, manifest,
-  skipped_csv. Raises ValueError for a bad split name, label map or options; bad videos are
-  only listed. `name` is the TFDS dataset name (default: `dataset_writer.default_dataset_name`
-  with fallback "videos"). With `options.workers` > 1, a calling script needs the
-  `if __name__ == "__main__":` guard (workers are spawned, not forked).
+  Returns a summary: split, name, data_dir, complete, num_videos, num_shards, shards_reused,
+  seconds, manifest, skipped_csv and, when `complete`, num_examples, num_skipped (videos left
+  out), num_truncated (dropped or kept in part). A summary is not complete when this run is one
+  of several tasks (`options.num_tasks`) and other tasks' shards are not done yet: it then has
+  task, num_tasks, task_shards (the shards of this task) and shards_done (of the split), and
+  manifest and skipped_csv are None.
+
+  Raises ValueError for a bad split name, label map, options or output location; bad videos
+  are only listed. `name` is the TFDS dataset name (default:
+  `dataset_writer.default_dataset_name` with fallback "videos"). With `options.workers` > 1, a
+  calling script needs the `if __name__ == "__main__":` guard (workers are spawned, not forked).
   """
   return convert_splits({split: entries}, output_dir, label_map, options, name)[0]
 
@@ -389,8 +482,15 @@ def convert_splits(
   options: ConvertOptions = ConvertOptions(),
   name: str = '',
 ) -> list[dict[str, Any]]:
-  """`convert_split` for several splits sharing one label map and one pool of workers."""
+  """`convert_split` for several splits sharing one label map and one pool of workers.
+
+  After its own shards, the run reads the `.done` records of every shard of each split: when
+  all are finished it writes the split's CSVs and manifest, then TFDS's metadata. Each task
+  records its shards before it reads the others' records, so of several tasks finishing at
+  once, the one that reads last sees every shard done (both may: they write the same files).
+  """
   start = time.time()
+  storage.check(output_dir, 'output directory')
   label_map = tuple(label_map)
   for split in splits:
     if not re.fullmatch(schema.SPLIT_NAME_PATTERN, split):
@@ -398,7 +498,7 @@ def convert_splits(
   name = dataset_writer.check_dataset_name(
     name or dataset_writer.default_dataset_name(output_dir, 'videos')
   )
-  os.makedirs(os.path.join(output_dir, DONE_DIR), exist_ok=True)
+  storage.makedirs(storage.join(output_dir, DONE_DIR))
   write_label_map(output_dir, label_map)
   _check_other_splits(output_dir, splits, options, name)
   all_entries, tasks = {}, {}
@@ -409,13 +509,21 @@ def convert_splits(
       _ShardTask(output_dir, split, i, num_shards, tuple(shard), label_map, options)
       for i, shard in enumerate(shard_entries(all_entries[split], num_shards, options.shuffle_seed))
     ]
-    _remove_stale_files(output_dir, split, {t.file for t in tasks[split]})
+    _remove_stale_files(
+      output_dir,
+      split,
+      {t.file for t in tasks[split]},
+      {t.file for t in tasks[split] if options.owns(t.index)},
+      options.num_tasks == 1,
+    )
 
-  records = {t.file: _finished_record(t) for ts in tasks.values() for t in ts}
+  every = [t for ts in tasks.values() for t in ts]
+  mine = [t for t in every if options.owns(t.index)]
+  records = _finished_records(mine)
   reused = {file for file, record in records.items() if record is not None}
-  todo = [t for ts in tasks.values() for t in ts if t.file not in reused]
+  todo = [t for t in mine if t.file not in reused]
   workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
-  total = sum(map(len, all_entries.values()))
+  total = sum(len(t.entries) for t in mine)
   initial = total - sum(len(t.entries) for t in todo)
   with progress_lib.Progress(
     total, initial, desc=','.join(splits), enabled=options.progress
@@ -425,56 +533,85 @@ def convert_splits(
     else:
       new_records = _run_parallel(todo, workers, progress)
   records.update((r['file'], r) for r in new_records)
+  converted = {r['file'] for r in new_records}
+  # Other tasks' shards, read after this task's records are written.
+  records.update(_finished_records([t for t in every if t.file not in records]))
 
   seconds = time.time() - start
-  summaries = []
-  with dataset_writer.metadata_lock(output_dir):
-    for split in splits:
+  summaries, manifests = [], []
+  for split in splits:
+    split_records = [records[t.file] for t in tasks[split]]
+    done = sum(r is not None for r in split_records)
+    if done < len(split_records):
       summaries.append(
-        _write_split_files(
-          output_dir,
-          split,
-          name,
-          all_entries[split],
-          label_map,
-          options,
-          [records[t.file] for t in tasks[split]],
-          sum(t.file in reused for t in tasks[split]),
-          seconds,
-        )
+        {
+          'split': split,
+          'name': name,
+          'data_dir': output_dir,
+          'complete': False,
+          'task': options.task,
+          'num_tasks': options.num_tasks,
+          'task_shards': sum(options.owns(t.index) for t in tasks[split]),
+          'shards_done': done,
+          'num_shards': len(split_records),
+          'shards_reused': sum(t.file in reused for t in tasks[split]),
+          'num_videos': len(all_entries[split]),
+          'seconds': round(seconds, 2),
+          'manifest': None,
+          'skipped_csv': None,
+        }
       )
-    dataset_writer.write_tfds_metadata(output_dir)
+      continue
+    manifest, summary = _write_split_files(
+      output_dir,
+      split,
+      name,
+      all_entries[split],
+      label_map,
+      options,
+      split_records,
+      sum(t.file not in converted for t in tasks[split]),
+      seconds,
+    )
+    manifests.append(manifest)
+    summaries.append(summary)
+  if manifests:
+    dataset_writer.publish_manifests(output_dir, manifests)
   return summaries
 
 
-def _write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
-  os.replace(tmp, path)
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(header)
+  writer.writerows(rows)
+  return text.getvalue()
 
 
 def _write_split_files(
   output_dir, split, name, entries, label_map, options, records, reused, seconds
-) -> dict[str, Any]:
-  """Writes skipped.csv, index.csv and the manifest from the shard records; the summary."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Writes skipped.csv and index.csv from the shard records; returns the manifest (for
+  `dataset_writer.publish_manifests`) and the summary."""
   problems = sorted(p for r in records for p in r['skipped'])
   skipped_csv = schema.skipped_path(output_dir, split)
-  _write_csv(
+  storage.write_text(
     skipped_csv,
-    ['path', 'reason', 'kept'],
-    ((path, reason, 'yes' if kept else 'no') for _, path, reason, kept in problems),
+    _csv_text(
+      ['path', 'reason', 'kept'],
+      ((path, reason, 'yes' if kept else 'no') for _, path, reason, kept in problems),
+    ),
   )
   starts = np.cumsum([0] + [r['num_examples'] for r in records]).tolist()
-  _write_csv(
+  storage.write_text(
     schema.index_path(output_dir, split),
-    ['index', 'file', 'position', 'video_id', 'label', 'num_frames', 'path'],
-    (
-      (start + position, r['file'], position, video_id, label, frames, path)
-      for r, start in zip(records, starts)
-      for position, video_id, label, frames, path in r['videos']
+    _csv_text(
+      ['index', 'file', 'position', 'video_id', 'label', 'num_frames', 'path'],
+      (
+        (start + position, r['file'], position, video_id, label, frames, path)
+        for r, start in zip(records, starts)
+        for position, video_id, label, frames, path in r['videos']
+      ),
     ),
   )
   num_examples = sum(r['num_examples'] for r in records)
@@ -501,12 +638,11 @@ def _write_split_files(
       {'path': path, 'reason': reason, 'kept': kept} for _, path, reason, kept in problems
     ],
   }
-  manifest_file = schema.manifest_path(output_dir, split)
-  schema.write_json_atomic(manifest_file, manifest)
-  return {
+  return manifest, {
     'split': split,
     'name': name,
     'data_dir': output_dir,
+    'complete': True,
     'num_videos': len(entries),
     'num_examples': num_examples,
     'num_skipped': num_skipped,
@@ -514,16 +650,26 @@ def _write_split_files(
     'num_shards': len(records),
     'shards_reused': reused,
     'seconds': round(seconds, 2),
-    'manifest': manifest_file,
+    'manifest': schema.manifest_path(output_dir, split),
     'skipped_csv': skipped_csv,
   }
 
 
 def report(summaries: Sequence[dict[str, Any]], stream: TextIO | None = None) -> int:
-  """Prints one line per split; returns the exit status (1 if a split converted no video)."""
+  """Prints one line per split; returns the exit status (1 if a split converted no video; 0
+  for a task whose split awaits other tasks' shards)."""
   stream = stream or sys.stderr
   status = 0
   for s in summaries:
+    if not s['complete']:
+      print(
+        f'{s["split"]}: task {s["task"]}/{s["num_tasks"]} converted its {s["task_shards"]} '
+        f'shards; {s["shards_done"]} of {s["num_shards"]} shards of the split are done: the '
+        'manifest is written by the run that finishes the last one (or re-run with '
+        '--num_tasks=1)',
+        file=stream,
+      )
+      continue
     line = (
       f'{s["split"]}: {s["num_examples"]} of {s["num_videos"]} videos converted in '
       f'{s["seconds"]:.1f} s, {s["num_shards"]} shards ({s["shards_reused"]} reused); '
@@ -539,7 +685,7 @@ def report(summaries: Sequence[dict[str, Any]], stream: TextIO | None = None) ->
         file=stream,
       )
       status = 1
-  if summaries and status == 0:
+  if summaries and status == 0 and all(s['complete'] for s in summaries):
     print(
       f'TFDS dataset {summaries[0]["name"]!r}: '
       f'tfds.builder_from_directory({summaries[0]["data_dir"]!r})',

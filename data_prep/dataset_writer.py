@@ -3,26 +3,24 @@
 * `ExampleSerializer` turns one video into a serialized `tf.train.Example` with TFDS's own
   serializer and the features of `schema.features`, so that TFDS and the input pipeline read it.
 * `write_tfds_metadata` writes ``dataset_info.json``, ``features.json`` and
-  ``label.labels.txt`` for every split whose manifest is in the directory (what
-  `tfds.builder_from_directory` needs), atomically, under a lock so that conversions of
-  several splits into one directory do not lose each other's splits.
+  ``label.labels.txt`` (what `tfds.builder_from_directory` needs) for a set of split manifests,
+  each file published whole (`cost_jax.storage`: a local directory or a gs:// bucket).
+* `publish_manifests` / `settle_tfds_metadata`: how conversions of several splits into one
+  directory, possibly on several hosts at once, end with metadata that lists every split,
+  without a lock (a bucket has none): see `settle_tfds_metadata`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import glob
-import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Iterator, Sequence
+from typing import Any, Mapping, Sequence
 
+from cost_jax import storage
 from cost_jax.data import schema
 
-LOCK_FILE = '.tfds_metadata.lock'
 _NAME_PATTERN = r'[a-z][a-z0-9_]*'
 
 
@@ -82,9 +80,9 @@ def default_dataset_name(output_dir: str, fallback: str) -> str:
   `tfds.load(NAME, data_dir=...)` searches), else `fallback`."""
   from tensorflow_datasets.core import utils
 
-  path = os.path.abspath(output_dir)
-  parent = os.path.basename(os.path.dirname(path))
-  if utils.Version.is_valid(os.path.basename(path)) and re.fullmatch(_NAME_PATTERN, parent):
+  path = storage.absolute(output_dir, 'output directory')
+  parent = storage.basename(storage.dirname(path))
+  if utils.Version.is_valid(storage.basename(path)) and re.fullmatch(_NAME_PATTERN, parent):
     return parent
   return fallback
 
@@ -93,42 +91,75 @@ def dataset_version(output_dir: str) -> str:
   """`output_dir`'s own name when it is a version (e.g. 2.0.0), else "SCHEMA_VERSION.0.0"."""
   from tensorflow_datasets.core import utils
 
-  base = os.path.basename(os.path.abspath(output_dir))
+  base = storage.basename(storage.absolute(output_dir, 'output directory'))
   return base if utils.Version.is_valid(base) else f'{schema.SCHEMA_VERSION}.0.0'
 
 
-@contextlib.contextmanager
-def metadata_lock(output_dir: str) -> Iterator[None]:
-  """An exclusive lock on the directory's metadata (manifests and TFDS files)."""
-  with open(os.path.join(output_dir, LOCK_FILE), 'a+') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def current_manifests(output_dir: str) -> list[dict[str, Any]]:
-  """The manifests of this schema version in `output_dir`, by split name."""
+  """The manifests of this schema version in `output_dir`, by split name (one listing)."""
   manifests = []
-  for path in sorted(glob.glob(os.path.join(output_dir, '*.manifest.json'))):
-    with open(path, encoding='utf-8') as f:
-      manifest = json.load(f)
+  for path in storage.glob(output_dir, '*.manifest.json'):
+    manifest = storage.read_json(path)
     if manifest.get('schema_version') == schema.SCHEMA_VERSION:
       manifests.append(manifest)
   return manifests
 
 
-def write_tfds_metadata(output_dir: str, description: str = '') -> str:
-  """Writes TFDS's metadata for every current split of `output_dir`; returns the dataset name.
+def publish_manifests(
+  output_dir: str, manifests: Sequence[Mapping[str, Any]], description: str = ''
+) -> list[str]:
+  """Publishes split manifests (`{split}.manifest.json`), then TFDS's metadata for every split
+  of the directory (`settle_tfds_metadata`); returns the splits the metadata lists."""
+  for manifest in manifests:
+    storage.write_json(schema.manifest_path(output_dir, manifest['split']), dict(manifest))
+  return settle_tfds_metadata(output_dir, description)
 
-  Call it under `metadata_lock(output_dir)`. The splits must share the dataset name, the label
-  map and the image format (ValueError naming the split otherwise).
+
+def settle_tfds_metadata(
+  output_dir: str,
+  description: str = '',
+  listing: Sequence[Mapping[str, Any]] | None = None,
+) -> list[str]:
+  """Writes TFDS's metadata for the manifests listed in `output_dir`, then lists them again and
+  rewrites it until a listing made after the last write finds what that write described.
+  Returns the splits described. `listing` is the first listing (default: made now); a stale one
+  is what a conversion running beside another one may see.
+
+  Every conversion calls this after publishing its own manifest, with no lock (none exists on
+  a bucket). Why the metadata left in the end lists every published manifest: take the metadata
+  write that completes last, by conversion W, describing the set S. W lists again after that
+  write completed, so its listing holds every manifest published before then (local directories
+  and GCS list what is already written); had it found more than S, W would have written again,
+  after the last write, so it found exactly S. A manifest published later still is followed by
+  its own conversion's listing and at least one metadata write, again after the last write:
+  there is none. So S holds every manifest. Each round needs a manifest published since the
+  previous one, so the loop ends when the conversions do.
+  """
+  described = None
+  current = list(listing) if listing is not None else current_manifests(output_dir)
+  while current != described:
+    write_tfds_metadata(output_dir, description, current)
+    described, current = current, current_manifests(output_dir)
+  return [m['split'] for m in described]
+
+
+def write_tfds_metadata(
+  output_dir: str,
+  description: str = '',
+  manifests: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+  """Writes TFDS's metadata describing `manifests` (default: every current split of
+  `output_dir`); returns the dataset name.
+
+  The splits must share the dataset name, the label map and the image format (ValueError
+  naming the split otherwise). Each file is written into a local temporary directory by TFDS,
+  then published whole into `output_dir`. Conversions call `settle_tfds_metadata` instead,
+  which also takes care of conversions running beside this one.
   """
   import tensorflow_datasets as tfds
   from tensorflow_datasets.core import naming
 
-  manifests = current_manifests(output_dir)
+  manifests = current_manifests(output_dir) if manifests is None else list(manifests)
   if not manifests:
     raise ValueError(
       f'{output_dir}: no split to describe (no manifest of schema version {schema.SCHEMA_VERSION})'
@@ -178,11 +209,12 @@ def write_tfds_metadata(output_dir: str, description: str = '') -> str:
   )
   info.set_file_format(schema.FILE_FORMAT)
   info.set_splits(tfds.core.SplitDict(splits))
-  tmp = tempfile.mkdtemp(prefix='.tfds-metadata-', dir=output_dir)
+  tmp = tempfile.mkdtemp(prefix='cost_jax-tfds-metadata-')  # a local scratch directory
   try:
     info.write_to_directory(tmp)
     for file in sorted(os.listdir(tmp)):
-      os.replace(os.path.join(tmp, file), os.path.join(output_dir, file))
+      with open(os.path.join(tmp, file), 'rb') as f:
+        storage.write_bytes(storage.join(output_dir, file), f.read())
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return name

@@ -3,17 +3,22 @@
 `encode_video` either returns an `EncodedVideo` (possibly partial: see `EncodedVideo.problem`)
 or raises `BadVideoError` whose message is the reason the video cannot be used (for
 skipped.csv). Decoding is `cost_jax.data.video_decode` (PyAV); frames are converted to RGB as
-`frame.to_ndarray(format="rgb24")` does, the conversion the reference decode uses.
+`frame.to_ndarray(format="rgb24")` does, the conversion the reference decode uses. A video on a
+bucket (`gs://`) is copied to a local temporary file for PyAV, one at a time, deleted once
+decoded; reasons name the original path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+from typing import Iterator
 
 import av
 from PIL import Image
 
+from cost_jax import storage
 from cost_jax.data import video_decode
 from cost_jax.data.video_decode import BadVideoError
 
@@ -79,6 +84,22 @@ def encode_frame(
   return buf.getvalue()
 
 
+@contextlib.contextmanager
+def local_video(path: str) -> Iterator[str]:
+  """A local path holding the video `path`: itself, or a temporary copy of a remote file
+  (deleted on exit), with `BadVideoError`s naming `path` rather than the copy."""
+  if not storage.is_remote(path):
+    yield path
+    return
+  if not storage.exists(path):
+    raise BadVideoError('missing file')
+  with storage.local_file(path) as local:
+    try:
+      yield local
+    except BadVideoError as e:
+      raise BadVideoError(str(e).replace(local, path)) from None
+
+
 def encode_video(
   path: str,
   short_side: int = 320,
@@ -92,8 +113,15 @@ def encode_video(
   Damaged packets are skipped; when frames are missing (fewer than the container states, or
   packets that failed) the result carries `problem = "truncated: kept N frames of M"`. Raises
   `BadVideoError` (message = reason) for a missing, empty, unreadable or audio-only file, an
-  absurd resolution or no decodable frame.
+  absurd resolution or no decodable frame. `path` is local or gs://.
   """
+  with local_video(path) as local:
+    return _encode_local(local, short_side, image_format, jpeg_quality, min_side, max_side)
+
+
+def _encode_local(
+  path: str, short_side: int, image_format: str, jpeg_quality: int, min_side: int, max_side: int
+) -> EncodedVideo:
   container, stream = video_decode.open_video(path)
   log, frames = video_decode.DecodeLog(), []
   size = None  # (original, stored) (height, width), from the first frame

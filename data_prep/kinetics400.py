@@ -7,7 +7,8 @@ Annotations `kinetics_{split}.csv` (columns label, youtube_id, time_start, time_
 read from `--annotations` (default `{root}/annotations`, else `{root}`). Videos are
 `{youtube_id}_{start:06d}_{end:06d}.<ext>` (or `{youtube_id}.<ext>`), flat or in per-class folders,
 under `--videos_{split}` (default `{root}/videos_{split}`). Videos not found are listed in
-`{split}.skipped.csv` as missing files.
+`{split}.skipped.csv` as missing files. Every location (--root, --annotations, --videos_*,
+--output) is a local path or a gs:// URL.
 
 Class indices follow MMAction2 (`tools/data/parse_file_list.py`): the class names of the train
 csv with quotes removed, sorted after spaces are replaced by '_'. `label_map.txt` keeps the
@@ -17,13 +18,15 @@ names with their spaces.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from typing import Sequence
 
 from absl import flags
 
-from data_prep import cli, convert, dataset_writer
+from cost_jax import storage
+from data_prep import cli, convert
 
 SPLITS = ('train', 'val', 'test')
 DEFAULT_NAME = 'kinetics400'
@@ -42,12 +45,11 @@ def mmaction2_sort_key(name: str) -> str:
 
 def read_annotations(csv_path: str) -> list[dict[str, str]]:
   """Rows of a Kinetics csv; errors name the file and the missing column or bad row."""
-  with open(csv_path, newline='', encoding='utf-8') as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-      raise ValueError(f'{csv_path}: missing column(s) {missing}; header is {reader.fieldnames}')
-    rows = list(reader)
+  reader = csv.DictReader(io.StringIO(storage.read_text(csv_path), newline=''))
+  missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+  if missing:
+    raise ValueError(f'{csv_path}: missing column(s) {missing}; header is {reader.fieldnames}')
+  rows = list(reader)
   for number, row in enumerate(rows, 2):
     try:
       float(row['time_start']), float(row['time_end'])
@@ -70,14 +72,28 @@ def video_stem(row: dict[str, str]) -> str:
   )
 
 
+def files_under(directory: str) -> list[str]:
+  """Every file under `directory` (flat or in class folders, any depth), as sorted '/'-joined
+  paths relative to it. On a local disk, linked folders are followed."""
+  if storage.is_remote(directory):
+    return storage.walk_files(directory)  # one listing per folder
+  found = []
+  for name in storage.listdir(directory):
+    path = storage.join(directory, name)
+    if storage.isdir(path):
+      found += [f'{name}/{rel}' for rel in files_under(path)]
+    else:
+      found.append(name)
+  return found
+
+
 def index_videos(video_dir: str) -> dict[str, str]:
   """File stem -> path for every file under `video_dir` (flat or per-class folders)."""
   index = {}
-  for directory, _, files in sorted(os.walk(video_dir, followlinks=True)):
-    for name in sorted(files):
-      stem, ext = os.path.splitext(name)
-      if stem not in index or ext == '.mp4':
-        index[stem] = os.path.join(directory, name)
+  for rel in files_under(video_dir):
+    stem, ext = os.path.splitext(rel.rpartition('/')[2])
+    if stem not in index or ext == '.mp4':
+      index[stem] = storage.join(video_dir, rel)
   return index
 
 
@@ -93,66 +109,43 @@ def split_entries(
     if name not in class_index:
       raise ValueError(f'{csv_path}:{number}: class {name!r} is not in the train classes')
     stem = video_stem(row)
-    path = index.get(stem) or index.get(row['youtube_id']) or os.path.join(video_dir, stem + '.mp4')
-    entries.append(convert.Entry(path, class_index[name], os.path.relpath(path, video_dir)))
+    path = index.get(stem) or index.get(row['youtube_id']) or storage.join(video_dir, f'{stem}.mp4')
+    entries.append(convert.Entry(path, class_index[name], storage.relpath(path, video_dir)))
   return entries
 
 
-def find_annotation(annotations_dir: str, root: str, split: str) -> str:
-  name = f'kinetics_{split}.csv'
-  for directory in (annotations_dir, os.path.join(root, 'annotations'), root):
-    if directory and os.path.isfile(os.path.join(directory, name)):
-      return os.path.join(directory, name)
-  raise FileNotFoundError(
-    f'{name} not found in {annotations_dir or root + "/annotations"} or {root}'
-  )
-
-
-def _define_flags() -> flags.FlagValues:
+def _define_flags() -> tuple[flags.FlagValues, list[str]]:
   fv = flags.FlagValues()
-  flags.DEFINE_string(
-    'root', None, 'Dataset root, e.g. data/kinetics400.', flag_values=fv, required=True
+  locations = cli.define_layout_flags(
+    fv,
+    'data/kinetics400',
+    'kinetics_*.csv',
+    SPLITS,
+    lambda split: f'Videos of {split} (default {{root}}/videos_{split}).',
   )
-  flags.DEFINE_string(
-    'annotations',
-    '',
-    'Directory of kinetics_*.csv (default {root}/annotations, else {root}).',
-    flag_values=fv,
-  )
-  flags.DEFINE_list(
-    'splits', ['train', 'val'], f'Splits to convert, among {SPLITS}.', flag_values=fv
-  )
-  for split in SPLITS:
-    flags.DEFINE_string(
-      f'videos_{split}', '', f'Videos of {split} (default {{root}}/videos_{split}).', flag_values=fv
-    )
   cli.define_conversion_flags(fv, DEFAULT_NAME)
-  return fv
+  return fv, locations
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line `argv` (without the program name); returns the exit status."""
-  fv = _define_flags()
+  fv, locations = _define_flags()
 
-  def run(positional: list[str]) -> int:
-    cli.no_arguments(positional)
-    splits = list(fv.splits)
-    if not splits or any(s not in SPLITS for s in splits):
-      raise cli.UsageError(f'--splits={",".join(splits)}: each split must be one of {SPLITS}')
-    options = cli.conversion_options(fv)
-    train_csv = find_annotation(fv.annotations, fv.root, 'train')
-    label_map = label_map_from_rows(read_annotations(train_csv))
+  def plan() -> tuple[dict[str, list[convert.Entry]], list[str]]:
+    splits = cli.chosen_splits(fv, SPLITS)
+    label_map = label_map_from_rows(read_annotations(cli.find_annotation(fv, 'kinetics_train.csv')))
     jobs = {}
     for split in splits:
-      csv_path = find_annotation(fv.annotations, fv.root, split)
-      video_dir = fv[f'videos_{split}'].value or os.path.join(fv.root, f'videos_{split}')
-      if not os.path.isdir(video_dir):
+      csv_path = cli.find_annotation(fv, f'kinetics_{split}.csv')
+      video_dir = fv[f'videos_{split}'].value or storage.join(fv.root, f'videos_{split}')
+      if not storage.isdir(video_dir):
         raise FileNotFoundError(f'video directory {video_dir!r} of split {split!r} not found')
       jobs[split] = split_entries(read_annotations(csv_path), video_dir, label_map, csv_path)
-    name = fv.name or dataset_writer.default_dataset_name(fv.output, DEFAULT_NAME)
-    return convert.report(convert.convert_splits(jobs, fv.output, label_map, options, name))
+    return jobs, label_map
 
-  return cli.run(run, fv, 'data_prep.kinetics400', argv, __doc__)
+  return cli.run_conversion(
+    fv, 'data_prep.kinetics400', argv, __doc__, DEFAULT_NAME, plan, locations
+  )
 
 
 if __name__ == '__main__':

@@ -14,14 +14,15 @@ Writes `{output}/videos/{split}/{class}/{i:05d}.mp4`, MMAction2 list files
 `{output}/train_list.txt`, `{output}/val_list.txt` (paths relative to `{output}/videos`),
 `{output}/labels.txt` and `{output}/synthetic.json` (the options; a re-run with the same options
 reuses the videos). With `--tfrecords`, also converts both splits into the TFDS dataset
-directory `{output}/tfrecords` (dataset name `synthetic_frame_order`).
+directory `{output}/tfrecords` (dataset name `synthetic_frame_order`). `--output` is a local
+path or a gs:// URL (each video is encoded in memory, then published whole).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
+import io
 import multiprocessing
 import os
 import sys
@@ -31,7 +32,8 @@ import av
 import numpy as np
 from absl import flags
 
-from cost_jax.data import labels, schema
+from cost_jax import storage
+from cost_jax.data import labels
 from data_prep import cli, convert
 
 PAIRS = (
@@ -175,9 +177,10 @@ def video_rng(seed: int, split: str, class_index: int, number: int) -> np.random
 
 
 def write_mp4(path: str, video: np.ndarray, fps: int) -> None:
-  """Writes uint8 (T, H, W, 3) RGB as H.264 intra-only mp4, atomically."""
-  tmp = f'{path}.tmp-{os.getpid()}.mp4'
-  with av.open(tmp, 'w') as container:
+  """Writes uint8 (T, H, W, 3) RGB as H.264 intra-only mp4 at `path` (local or gs://), whole:
+  encoded in memory, then published."""
+  buffer = io.BytesIO()
+  with av.open(buffer, 'w', format='mp4') as container:
     stream = container.add_stream('libx264', rate=fps)
     stream.height, stream.width = video.shape[1:3]
     stream.pix_fmt = 'yuv420p'
@@ -185,7 +188,7 @@ def write_mp4(path: str, video: np.ndarray, fps: int) -> None:
     for frame in video:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
     container.mux(stream.encode())
-  os.replace(tmp, path)
+  storage.write_bytes(path, buffer.getvalue())
 
 
 def _write_class(
@@ -194,14 +197,14 @@ def _write_class(
   """Writes the videos of one class of one split; returns their list-file lines."""
   name = class_names(config.num_classes)[class_index]
   count = config.train_per_class if split == 'train' else config.val_per_class
-  os.makedirs(os.path.join(video_root, split, name), exist_ok=True)
+  storage.makedirs(storage.join(video_root, split, name))
   lines = []
   for n in range(count):
     relative = f'{split}/{name}/{n:05d}.mp4'
     video = make_video(
       class_index, config.frames, config.size, video_rng(config.seed, split, class_index, n)
     )
-    write_mp4(os.path.join(video_root, relative), video, config.fps)
+    write_mp4(storage.join(video_root, relative), video, config.fps)
     lines.append(f'{relative} {class_index}\n')
   return lines
 
@@ -214,18 +217,18 @@ def generate(
   Returns the paths: labels, train_list, val_list, video_root. Skips the work when
   `{output}/synthetic.json` says the same options were already generated.
   """
+  storage.check(output, 'output directory')
   paths = {
-    'labels': os.path.join(output, 'labels.txt'),
-    **{f'{s}_list': os.path.join(output, f'{s}_list.txt') for s in SPLITS},
-    'video_root': os.path.join(output, 'videos'),
+    'labels': storage.join(output, 'labels.txt'),
+    **{f'{s}_list': storage.join(output, f'{s}_list.txt') for s in SPLITS},
+    'video_root': storage.join(output, 'videos'),
   }
-  record_path = os.path.join(output, 'synthetic.json')
+  record_path = storage.join(output, 'synthetic.json')
   record = dataclasses.asdict(config)
-  if os.path.exists(record_path) and all(os.path.exists(p) for p in paths.values()):
-    with open(record_path) as f:
-      if json.load(f) == record:
-        return paths
-  os.makedirs(output, exist_ok=True)
+  if storage.exists(record_path) and all(storage.exists(p) for p in paths.values()):
+    if storage.read_json(record_path) == record:
+      return paths
+  storage.makedirs(output)
   jobs = [(paths['video_root'], s, c, config) for s in SPLITS for c in range(config.num_classes)]
   workers = min(workers or os.cpu_count() or 1, len(jobs))
   if workers == 1:
@@ -236,13 +239,12 @@ def generate(
     ) as pool:
       lines = list(pool.map(_write_class, *zip(*jobs)))
   for split in SPLITS:
-    with open(paths[f'{split}_list'], 'w') as f:
-      f.writelines(
-        line for job, job_lines in zip(jobs, lines) if job[1] == split for line in job_lines
-      )
-  with open(paths['labels'], 'w') as f:
-    f.writelines(f'{name}\n' for name in class_names(config.num_classes))
-  schema.write_json_atomic(record_path, record)
+    storage.write_text(
+      paths[f'{split}_list'],
+      ''.join(line for job, job_lines in zip(jobs, lines) if job[1] == split for line in job_lines),
+    )
+  storage.write_text(paths['labels'], ''.join(f'{n}\n' for n in class_names(config.num_classes)))
+  storage.write_json(record_path, record)
   return paths
 
 
@@ -262,7 +264,7 @@ def generate_and_convert(
   label_map = labels.read_label_names(paths['labels'])
   jobs = {s: build.read_list_file(paths[f'{s}_list'], paths['video_root']) for s in SPLITS}
   return convert.convert_splits(
-    jobs, os.path.join(output, 'tfrecords'), label_map, options, name=DATASET_NAME
+    jobs, storage.join(output, 'tfrecords'), label_map, options, name=DATASET_NAME
   )
 
 
@@ -294,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   def run(positional: list[str]) -> int:
     cli.no_arguments(positional)
+    cli.check_locations(fv, ['output'])
     config = SyntheticConfig(
       **{f.name: fv[f.name].value for f in dataclasses.fields(SyntheticConfig)}
     )

@@ -8,8 +8,9 @@ with the dataset's TFDS features and holds as many frames as it says; the record
 manifest's. `--decode_frames` also decodes every frame (slow). Each damaged shard is printed
 with its problems and the videos it held (from `{split}.index.csv`), and its `.done` record is
 removed (unless `--nomark_for_redo`), so that re-running the same data_prep command rewrites
-those shards and only those. Exit status: 0 when everything is intact, 1 when a shard is
-damaged, 2 for a usage mistake.
+those shards and only those. DIR is a local path or a gs:// URL (sizes from the objects'
+metadata, checksums and records read through the bucket). Exit status: 0 when everything is
+intact, 1 when a shard is damaged, 2 for a usage mistake.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import functools
-import glob
+import io
 import multiprocessing
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import flags
 
+from cost_jax import storage
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import integrity, schema
 from data_prep import cli, convert
@@ -50,7 +52,7 @@ def read_records(
     example_parser.ExampleParser(video_features.get_serialized_info()).parse_example
   )
 
-  path = os.path.join(data_dir, shard['file'])
+  path = storage.join(data_dir, shard['file'])
   count, problems = 0, []
   iterator = iter(tf.data.TFRecordDataset(path, buffer_size=1 << 22))
   while True:
@@ -96,11 +98,12 @@ def verify_shard(
   data_dir: str, shard: Mapping[str, Any], num_classes: int, decode_frames: bool = False
 ) -> list[str]:
   """Every problem of one shard (empty when intact)."""
-  path = os.path.join(data_dir, shard['file'])
-  if not os.path.isfile(path):
+  path = storage.join(data_dir, shard['file'])
+  try:
+    size = storage.size(path)
+  except FileNotFoundError:
     return ['the file is missing']
   problems = []
-  size = os.path.getsize(path)
   if size != int(shard['num_bytes']):
     problems.append(f'{size} bytes, the manifest says {shard["num_bytes"]}')
   try:
@@ -120,11 +123,11 @@ def shard_videos(data_dir: str, split: str) -> dict[str, list[str]]:
   """Shard file -> the videos it held (their paths), from `{split}.index.csv`."""
   videos: dict[str, list[str]] = {}
   try:
-    with open(schema.index_path(data_dir, split), newline='', encoding='utf-8') as f:
-      for row in csv.DictReader(f):
-        videos.setdefault(row['file'], []).append(row['path'] or row['video_id'])
+    text = storage.read_text(schema.index_path(data_dir, split))
   except OSError:
-    pass
+    return videos
+  for row in csv.DictReader(io.StringIO(text, newline='')):
+    videos.setdefault(row['file'], []).append(row['path'] or row['video_id'])
   return videos
 
 
@@ -183,11 +186,11 @@ def verify_split(
 
 def mark_for_redo(data_dir: str, shard_file: str) -> bool:
   """Removes a shard's `.done` record so the next data_prep run rewrites it; True if removed."""
-  try:
-    os.remove(convert.done_record_path(data_dir, shard_file))
-    return True
-  except FileNotFoundError:
+  path = convert.done_record_path(data_dir, shard_file)
+  if not storage.exists(path):
     return False
+  storage.remove(path)
+  return True
 
 
 def _define_flags() -> flags.FlagValues:
@@ -212,13 +215,12 @@ def _define_flags() -> flags.FlagValues:
 def _run(fv: flags.FlagValues, positional: list[str]) -> int:
   if len(positional) != 1:
     raise cli.UsageError(f'expected one dataset directory, got {positional or "none"}')
-  data_dir = positional[0]
-  if not os.path.isdir(data_dir):
+  data_dir = storage.check(positional[0], 'dataset directory')
+  if not storage.isdir(data_dir):
     raise cli.UsageError(f'{data_dir!r} is not a directory')
-  splits = list(fv.splits) or sorted(
-    os.path.basename(p)[: -len('.manifest.json')]
-    for p in glob.glob(os.path.join(data_dir, '*.manifest.json'))
-  )
+  splits = list(fv.splits) or [
+    storage.basename(p)[: -len('.manifest.json')] for p in storage.glob(data_dir, '*.manifest.json')
+  ]
   if not splits:
     raise cli.UsageError(f'{data_dir} holds no *.manifest.json: not a data_prep output')
   workers = fv.workers or os.cpu_count() or 1
