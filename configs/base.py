@@ -77,8 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   )
   config.num_epochs = 160
 
-  # Where the weights start. Set at most one. Each takes a local path, a file:// or http(s) URL
-  # (downloaded once into $COST_JAX_CACHE), and resnet2d also 'torchvision://resnet50' etc.
+  # Where the weights start. Set at most one. Each takes a local path, a gs:// object or a
+  # file:// or http(s) URL (copied or downloaded once into $COST_JAX_CACHE), and resnet2d also
+  # 'torchvision://resnet50' etc.; init.checkpoint a local or gs:// directory.
   # A checkpoint with another num_classes keeps its backbone and gets a new head (fine-tuning).
   config.init = ml_collections.ConfigDict(
     dict(
