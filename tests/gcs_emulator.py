@@ -218,7 +218,7 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
       head, body_length = _normalise_head(head)
       is_read = bool(_MEDIA_READ.match(head))
       if is_read:
-        self.server.begin_read(head.split(b' ', 2)[1].decode('latin-1'))
+        self.server.begin_read(urllib.parse.unquote(head.split(b' ', 2)[1].decode('latin-1')))
         time.sleep(self.server.read_latency_s)
       try:
         upstream.sendall(head)

@@ -10,30 +10,11 @@ from tests import tfrecord_factory, train_testlib
 
 
 def _run_two(cmd, tmp_path, name):
-  port = train_testlib.free_port()
-  procs = []
-  for pid in range(2):
-    log = open(tmp_path / f'{name}{pid}.log', 'w')
-    flags = [f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={pid}']
-    procs.append(
-      (
-        subprocess.Popen(
-          cmd + flags,
-          cwd=train_testlib.REPO,
-          env=train_testlib.env(),
-          stdout=log,
-          stderr=subprocess.STDOUT,
-        ),
-        log,
-      )
-    )
   logs = []
-  for pid, (proc, log) in enumerate(procs):
-    code = proc.wait(timeout=300)
-    log.close()
-    logs.append(open(tmp_path / f'{name}{pid}.log').read())
-    assert code == 0, logs[-1][-3000:]
-    assert f'JAX process {pid}/2, 1 local / 2 global devices' in logs[-1]
+  for pid, (code, log) in enumerate(_start_two([cmd, cmd], tmp_path, name)):
+    assert code == 0, log[-3000:]
+    assert f'JAX process {pid}/2, 1 local / 2 global devices' in log
+    logs.append(log)
   return logs
 
 

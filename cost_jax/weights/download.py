@@ -187,6 +187,20 @@ def _fetch(url: str, out: IO[bytes], name: str, progress: bool | None) -> str:
   return digest.hexdigest()
 
 
+def _partial_file(final: str, cache_dir: str, hint: str) -> tuple[int, str]:
+  """(fd, path) of a new temporary file beside `final` in the cache, to be renamed onto it."""
+  try:
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    return tempfile.mkstemp(
+      prefix=f'.{os.path.basename(final)}.', suffix='.part', dir=os.path.dirname(final)
+    )
+  except OSError as e:
+    raise WeightsUnavailableError(
+      f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
+      f'$COST_JAX_CACHE to a writable directory.\n{hint}'
+    ) from e
+
+
 def _download(url: str, label: str, cache_dir: str, progress: bool | None, field: str) -> str:
   """The cached copy of `url`, downloaded (and hash-checked) if missing."""
   name = os.path.basename(urllib.parse.urlparse(url).path)
@@ -206,14 +220,7 @@ def _download(url: str, label: str, cache_dir: str, progress: bool | None, field
       prefix,
     )
     os.remove(final)
-  try:
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=cache_dir)
-  except OSError as e:
-    raise WeightsUnavailableError(
-      f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
-      f'$COST_JAX_CACHE to a writable directory.\n{hint}'
-    ) from e
+  fd, tmp = _partial_file(final, cache_dir, hint)
   try:
     with os.fdopen(fd, 'wb') as out:
       try:
@@ -248,17 +255,8 @@ def _from_bucket(ref: str, cache_dir: str, field: str) -> str:
   final = os.path.join(cache_dir, 'gs', *ref.split('://', 1)[1].split('/'))
   if os.path.isfile(final) and os.path.getsize(final) == size:
     return final
-  try:
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-      prefix=f'.{os.path.basename(final)}.', suffix='.part', dir=os.path.dirname(final)
-    )
-    os.close(fd)
-  except OSError as e:
-    raise WeightsUnavailableError(
-      f'cannot write to the weights cache {cache_dir} ({e.strerror or e}); set '
-      f'$COST_JAX_CACHE to a writable directory.\n{hint}'
-    ) from e
+  fd, tmp = _partial_file(final, cache_dir, hint)
+  os.close(fd)
   try:
     storage.copy_to_local(ref, tmp)
     os.replace(tmp, final)
