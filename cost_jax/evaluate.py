@@ -115,7 +115,7 @@ def load_test_variables(
   if checkpoint and not storage.exists(storage.check(checkpoint, '--checkpoint')):
     raise FileNotFoundError(f'--checkpoint {checkpoint!r} does not exist')
   path = storage.absolute(checkpoint or workdir)
-  if not storage.isdir(path):
+  if storage.isfile(path):
     _, variables = import_mmaction2(path, config)
     return variables, {'checkpoint': path, 'reason': 'the MMAction2 file given'}
   if not checkpoint and not layout.has_checkpoint(workdir):

@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 GOOGLE_HOSTS = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis.com')
 _MEDIA_READ = re.compile(rb'^GET /(?:download/storage/v1/b/[^/]+/o/|(?!storage/v1/))')
@@ -146,23 +146,30 @@ class TlsProxy(socketserver.ThreadingTCPServer):
     self.max_concurrent_reads = 0
     self.objects_read: list[str] = []
     self.refused: list[str] = []
+    self._counted: Callable[[str], bool] = lambda target: True
 
   @property
   def port(self) -> int:
     return self.server_address[1]
 
-  def reset_counters(self) -> None:
+  def reset_counters(self, counted: Callable[[str], bool] = lambda target: True) -> None:
+    """Zeroes the read counters, which from now on count the reads of objects `counted` takes."""
     with self._lock:
       self.max_concurrent_reads = 0
       self.objects_read = []
+      self._counted = counted
 
   def begin_read(self, target: str) -> None:
+    if not self._counted(target):
+      return
     with self._lock:
       self.reads_in_flight += 1
       self.max_concurrent_reads = max(self.max_concurrent_reads, self.reads_in_flight)
       self.objects_read.append(target)
 
-  def end_read(self) -> None:
+  def end_read(self, target: str) -> None:
+    if not self._counted(target):
+      return
     with self._lock:
       self.reads_in_flight -= 1
 
@@ -217,8 +224,9 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
           return
       head, body_length = _normalise_head(head)
       is_read = bool(_MEDIA_READ.match(head))
+      target = urllib.parse.unquote(head.split(b' ', 2)[1].decode('latin-1'))
       if is_read:
-        self.server.begin_read(urllib.parse.unquote(head.split(b' ', 2)[1].decode('latin-1')))
+        self.server.begin_read(target)
         time.sleep(self.server.read_latency_s)
       try:
         upstream.sendall(head)
@@ -229,7 +237,7 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
           return
       finally:
         if is_read:
-          self.server.end_read()
+          self.server.end_read(target)
       head = None
 
 

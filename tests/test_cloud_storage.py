@@ -241,7 +241,7 @@ def test_train_kill_resume_test_predict_and_export_in_a_bucket(gcs, gs_dataset, 
   _run(gcs, cwd, 'cost_jax.main', *cmd[3:], '--mode=test')
   summary = json.loads(gcs.download('runs/c2d/test_val_summary.json'))
   assert summary['num_videos'] == train_testlib.NUM_VAL
-  assert summary['step'] == 8
+  assert summary['step'] in finished_steps()  # the best step by val top-1, or the latest
   assert 'runs/c2d/test_val_scores.npz' in gcs.objects('runs/c2d/')
 
   video = f'gs://{gcs.bucket}/videos/val/00.mp4'
@@ -313,7 +313,7 @@ def _concurrent_reads(gcs, tmp_path, data_dir, parallel_reads):
     " mode='val', process_index=0, process_count=1)\n"
     'print(sum(1 for _ in ds))\n'
   )
-  gcs.proxy.reset_counters()
+  gcs.proxy.reset_counters(counted=lambda target: '.tfrecord' in target)
   gcs.proxy.read_latency_s = 0.3  # a round trip, so that overlapping reads are visible
   try:
     _python(gcs, tmp_path, code)

@@ -244,6 +244,12 @@ def parallel_reads(data_config: ml_collections.ConfigDict) -> int:
   return value
 
 
+def _parallel_calls(reads: int) -> int | None:
+  """Threads of an interleave reading `reads` slices at once. One read is the sequential
+  interleave: tf.data's parallel one also opens the next slices ahead of time."""
+  return reads if reads > 1 else None
+
+
 def _reader(data_config: ml_collections.ConfigDict) -> Callable[..., tf.data.Dataset]:
   """(path, skip, stop) -> the records of that shard slice, damaged shards named."""
   hint = integrity.verify_hint(data_config.data_dir)
@@ -286,7 +292,7 @@ def training_order(
       [], seed=key, minval=None, maxval=None, dtype=tf.int64
     )
     ds = tf.data.Dataset.from_tensor_slices(order).interleave(
-      read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True
+      read_slice, cycle_length=cycle, num_parallel_calls=_parallel_calls(cycle), deterministic=True
     )
     if select is not None:
       ds = ds.enumerate().map(
@@ -411,7 +417,7 @@ def create_eval_dataset(
 
     cycle = min(len(slices), parallel_reads(cfg))
     real = tf.data.Dataset.from_tensor_slices(_slice_tensors(slices)).interleave(
-      read_slice, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True
+      read_slice, cycle_length=cycle, num_parallel_calls=_parallel_calls(cycle), deterministic=True
     )
     real = real.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = real.concatenate(ds)
