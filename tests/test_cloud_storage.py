@@ -97,6 +97,7 @@ def _convert(gcs, cwd, split, output, *flags):
     'data_prep.build',
     f'--list={bucket}/lists/{split}.txt',
     f'--video_root={bucket}/videos',
+    f'--labels={bucket}/lists/labels.txt',
     f'--output={output}',
     f'--split={split}',
     '--short_side=48',
@@ -112,6 +113,7 @@ def gs_dataset(gcs, tmp_path_factory):
   tmp = tmp_path_factory.mktemp('gs_dataset')
   cwd = tmp / 'cwd'
   cwd.mkdir()
+  gcs.upload('lists/labels.txt', ''.join(f'{name}\n' for name in CLASSES).encode())
   labels = {
     'train': _upload_videos(gcs, tmp, train_testlib.NUM_TRAIN, 0, 'train'),
     'val': _upload_videos(gcs, tmp, train_testlib.NUM_VAL, 1, 'val'),
@@ -135,6 +137,7 @@ def test_data_prep_into_a_bucket_resumes_after_a_kill(gcs, gs_dataset, tmp_path)
         'data_prep.build',
         f'--list=gs://{gcs.bucket}/lists/train.txt',
         f'--video_root=gs://{gcs.bucket}/videos',
+        f'--labels=gs://{gcs.bucket}/lists/labels.txt',
         f'--output={output}',
         '--split=train',
         '--short_side=48',
@@ -214,29 +217,26 @@ def test_train_kill_resume_test_predict_and_export_in_a_bucket(gcs, gs_dataset, 
     stderr=open(tmp_path / 'run1.log', 'w'),
   )
   deadline = time.monotonic() + 300
-  while not [s for s in finished_steps() if s >= 2] and time.monotonic() < deadline:
+  while len(finished_steps()) < 2 and time.monotonic() < deadline:
     assert proc.poll() is None, open(tmp_path / 'run1.log').read()[-3000:]
     time.sleep(0.1)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  killed_at = finished_steps()[-1]
-  assert 2 <= killed_at < 6
-
-  resumed = _run(gcs, cwd, 'cost_jax.main', *cmd[3:]).stderr
-  said = [line.split('] ', 1)[-1] for line in resumed.splitlines() if 'esumed from' in line]
-  assert f'Resumed from step {killed_at} ' in ' '.join(said) + ' ', (killed_at, said)
-  assert finished_steps()[-1] == 6
+  *_, intact, newest = finished_steps()
+  assert newest < 6
   assert 'runs/c2d/config.json' in gcs.objects('runs/c2d/')
 
-  # A damaged newest checkpoint in the bucket is moved aside (copied, then deleted) on resume.
-  gcs.upload(f'{prefix}6/meta/metadata', b'{"step": 6, damaged')
-  more = _run(gcs, cwd, 'cost_jax.main', *cmd[3:], '--config.num_epochs=4').stderr
-  assert 'is damaged' in more and 'moved it to' in more
-  objects = gcs.objects(prefix)
-  assert gcs.download(f'{prefix}6.corrupt/meta/metadata') == b'{"step": 6, damaged'
-  assert f'{prefix}8/commit_success.txt' in objects
-  if f'{prefix}6/meta/metadata' in objects:  # saved again after the resume (the best step)
-    assert json.loads(gcs.download(f'{prefix}6/meta/metadata'))['step'] == 6
+  # The killed run's newest checkpoint, damaged in the bucket: the resumed run moves it aside
+  # (its objects copied, then deleted) and resumes from the newest intact one.
+  damaged = f'{{"step": {newest}, damaged'.encode()
+  gcs.upload(f'{prefix}{newest}/meta/metadata', damaged)
+  resumed = _run(gcs, cwd, 'cost_jax.main', *cmd[3:]).stderr
+  said = [line.split('] ', 1)[-1] for line in resumed.splitlines() if 'esum' in line]
+  assert f'Resuming from step {intact}, the newest intact checkpoint' in said, said
+  assert 'is damaged' in resumed and 'moved it to' in resumed
+  assert gcs.download(f'{prefix}{newest}.corrupt/meta/metadata') == damaged
+  assert finished_steps()[-1] == 6
+  assert json.loads(gcs.download(f'{prefix}6/meta/metadata'))['step'] == 6
 
   _run(gcs, cwd, 'cost_jax.main', *cmd[3:], '--mode=test')
   summary = json.loads(gcs.download('runs/c2d/test_val_summary.json'))
