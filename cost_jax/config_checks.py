@@ -75,8 +75,10 @@ def check_batching(
   )
 
 
-def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
-  """Choices and ranges of the model, optimiser, schedule and init settings."""
+def check_model_and_optimizer(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
+  """Choices and ranges of the model, optimiser, schedule and init settings. The start weights
+  (`config.init`) are checked in 'train' mode only: 'test' takes its weights from the workdir or
+  --checkpoint."""
   if config.model.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={config.model.dtype!r} is not one of {DTYPES}')
   if config.model.conv_impl not in CONV_IMPLS:
@@ -111,6 +113,8 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict) -> None:
       f'optimizer.backbone_lr_mult={config.optimizer.backbone_lr_mult} must be >= 0'
     )
   key = chosen_init_field(config)
+  if mode != 'train':
+    return
   if key is None and config.init.get('required', False):
     raise ConfigError(
       'this config fine-tunes: set init.mmaction2 (a .pth or its URL) or '

@@ -112,6 +112,13 @@ def test_init_choices_are_checked(caplog):
   assert ft.init.required and not ft.init.mmaction2 and ft.optimizer.backbone_lr_mult == 0.1
   with pytest.raises(ConfigError, match='set init.mmaction2 .* or init.checkpoint'):
     config_checks.check_model_and_optimizer(ft)
+  # ... but its step 3, --mode=test, takes the weights from the workdir: no start weights needed,
+  # and start weights that are not on this machine are not looked for.
+  config_checks.check_model_and_optimizer(ft, mode='test')
+  ft.init.mmaction2 = '/nowhere/costb.pth'
+  with pytest.raises(ConfigError, match='no such file'):
+    config_checks.check_model_and_optimizer(ft)
+  config_checks.check_model_and_optimizer(ft, mode='test')
 
 
 def _tiny_model_config(**overrides):
