@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from cost_jax.data import input_pipeline, schema
+from cost_jax import storage
+from cost_jax.data import input_pipeline
 from data_prep import convert
 
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 400, 'classes (Kinetics-400: 400)')
@@ -204,7 +205,7 @@ def main(argv: list[str]) -> None:
     'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
   }
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-  schema.write_json_atomic(_OUTPUT.value, result)
+  storage.write_json(_OUTPUT.value, result)
   print(f'wrote {_OUTPUT.value}')
 
 

@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from configs import base
+from cost_jax import storage
 from cost_jax.data import input_pipeline, sampling, schema, transforms
 from data_prep import convert, natural_video
 
@@ -258,7 +259,7 @@ def main(argv: list[str]) -> None:
     time=time.strftime('%Y-%m-%dT%H:%M:%S'),
   )
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-  schema.write_json_atomic(_OUTPUT.value, results)
+  storage.write_json(_OUTPUT.value, results)
   print(f'wrote {_OUTPUT.value}')
 
 

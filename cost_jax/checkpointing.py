@@ -147,7 +147,8 @@ def finish(manager: ocp.CheckpointManager, state: Any = None) -> None:
 
 
 def _step_of(path: str, directory: str) -> int | None:
-  """The step whose (temporary) directory holds `path`, if it is under `directory`."""
+  """The step whose (temporary) directory holds `path`, if it is under `directory` (a local
+  checkpoints directory: only a disk fills up)."""
   path = os.path.abspath(path)
   if not path.startswith(directory + os.sep):
     return None

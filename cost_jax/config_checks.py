@@ -185,16 +185,8 @@ def check_crops(data: ml_collections.ConfigDict, mode: str) -> None:
     raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
 
 
-def check_location(path: str, what: str) -> str:
-  """`path` if it is local or in a bucket, else ConfigError naming `what` and the scheme."""
-  try:
-    return storage.check(path, what)
-  except storage.UnsupportedLocationError as e:
-    raise ConfigError(str(e)) from None
-
-
 def check_data_dir(config: ml_collections.ConfigDict) -> None:
-  check_location(config.data.data_dir, 'data.data_dir')
+  storage.check(config.data.data_dir, 'data.data_dir')
   if not storage.isdir(config.data.data_dir):
     raise ConfigError(
       f'data.data_dir={config.data.data_dir!r} does not exist; run data_prep '

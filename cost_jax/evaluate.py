@@ -137,7 +137,7 @@ def run_test_protocol(
   `test_{split}_summary.json` (metrics, protocol, checkpoint and why, dataset manifest) in
   `workdir`, and returns the summary.
   """
-  workdir = storage.absolute(config_checks.check_location(workdir, '--workdir'))
+  workdir = storage.absolute(workdir, '--workdir')
   config_checks.check_model_and_optimizer(config, mode='test')
   config_checks.check_batching(
     config, num_devices=jax.device_count(), num_processes=jax.process_count(), mode='test'

@@ -179,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns a summary: final step, last val metrics, best val top-1 and its step, and whether
   training was interrupted (by SIGTERM, after saving a checkpoint).
   """
-  workdir = storage.absolute(config_checks.check_location(workdir, '--workdir'))
+  workdir = storage.absolute(workdir, '--workdir')
   # -- fail fast: nothing below this block writes, reads video data or compiles anything
   config_checks.check_model_and_optimizer(config)
   config_checks.check_batching(

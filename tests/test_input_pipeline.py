@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from configs import base
+from cost_jax import storage
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import input_pipeline, sampling, schema, transforms
 from tests import tfrecord_factory as factory
@@ -74,7 +75,7 @@ def test_dataset_info(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match='val.manifest.json'):
     input_pipeline.get_dataset_info(data_dir, 'val')
   manifest = dict(info['manifest'], num_examples=12)
-  schema.write_json_atomic(schema.manifest_path(str(tmp_path), 'bad'), manifest)
+  storage.write_json(schema.manifest_path(str(tmp_path), 'bad'), manifest)
   with pytest.raises(schema.DatasetError, match='num_examples is 12'):
     input_pipeline.get_dataset_info(str(tmp_path), 'bad')
 
@@ -115,12 +116,12 @@ def test_old_datasets_fail_with_one_line_saying_to_rerun_data_prep(data_dir, tmp
   path = schema.manifest_path(copy, 'train')
   with open(path) as f:
     manifest = json.load(f)
-  schema.write_json_atomic(path, dict(manifest, schema_version=1))
+  storage.write_json(path, dict(manifest, schema_version=1))
   with pytest.raises(schema.DatasetError) as error:
     input_pipeline.get_dataset_info(copy, 'train')
   assert '\n' not in str(error.value) and 'schema version 1' in str(error.value)
   assert 're-run data_prep' in str(error.value)
-  schema.write_json_atomic(path, manifest)
+  storage.write_json(path, manifest)
   os.remove(os.path.join(copy, 'dataset_info.json'))
   with pytest.raises(schema.DatasetError, match='dataset_info.json is missing.*re-run data_prep'):
     input_pipeline.get_dataset_info(copy, 'train')

@@ -187,8 +187,3 @@ def read_manifest(data_dir: str, split: str) -> dict[str, Any]:
     raise DatasetError(f'{path}: not a manifest (a JSON object is expected)')
   check_manifest(manifest, path)
   return manifest
-
-
-def write_json_atomic(path: str, obj: Mapping[str, Any]) -> None:
-  """Publishes JSON at `path` whole, local or gs:// (`storage.write_json`)."""
-  storage.write_json(path, obj)
