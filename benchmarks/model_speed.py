@@ -77,7 +77,7 @@ def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
   """`impl`: a conv_impl, maybe suffixed with jax_steps.XLA_DEFAULT_SUFFIX."""
   config = base.get_model_config(arch)
   config.conv_impl, tuned = jax_steps.parse_impl(impl)
-  config.dtype = dtype
+  config.precision = dtype
   config.bn_group_size = 0
   model = create_model(config)
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))

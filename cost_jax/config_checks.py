@@ -9,9 +9,9 @@ import ml_collections
 
 from cost_jax import storage
 from cost_jax.metrics import VIEW_AVERAGES, num_test_views
+from cost_jax.models.precision import PRECISIONS
 from cost_jax.models.recognizer import CONV_IMPLS
 
-DTYPES = ('float32', 'bfloat16')
 INIT_FIELDS = ('resnet2d', 'mmaction2', 'checkpoint')
 
 
@@ -79,8 +79,8 @@ def check_model_and_optimizer(config: ml_collections.ConfigDict, mode: str = 'tr
   """Choices and ranges of the model, optimiser, schedule and init settings. The start weights
   (`config.init`) are checked in 'train' mode only: 'test' takes its weights from the workdir or
   --checkpoint."""
-  if config.model.dtype not in DTYPES:
-    raise ConfigError(f'model.dtype={config.model.dtype!r} is not one of {DTYPES}')
+  if config.model.precision not in PRECISIONS:
+    raise ConfigError(f'model.precision={config.model.precision!r} is not one of {PRECISIONS}')
   if config.model.conv_impl not in CONV_IMPLS:
     raise ConfigError(f'model.conv_impl={config.model.conv_impl!r} is not one of {CONV_IMPLS}')
   if config.test_average not in VIEW_AVERAGES:

@@ -216,7 +216,7 @@ def test_remat_recomputes_blocks_with_equal_gradients():
 def test_bf16_compute_keeps_float32_parameters_and_logits():
   clips = fixtures.ncthw_to_nthwc(fixtures.io('costb')['input'])[:, :, :32, :32]
   _, plain, variables = _model_and_variables('costb')
-  _, bf16, _ = _model_and_variables('costb', dtype='bfloat16')
+  _, bf16, _ = _model_and_variables('costb', precision='bfloat16')
   logits_bf16 = jax.jit(bf16.apply)(variables, clips)
   logits_f32 = jax.jit(plain.apply)(variables, clips)
   assert logits_bf16.dtype == jnp.float32

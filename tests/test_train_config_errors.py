@@ -55,8 +55,8 @@ def test_batching_checks(overrides, devices, processes, message):
 
 def test_choice_checks():
   config = train_testlib.tiny_config('unused')
-  config.model.dtype = 'float16'
-  with pytest.raises(ConfigError, match="model.dtype='float16'"):
+  config.model.precision = 'float16'
+  with pytest.raises(ConfigError, match="model.precision='float16'"):
     config_checks.check_model_and_optimizer(config)
   config = train_testlib.tiny_config('unused')
   config.init.resnet2d = '/nonexistent/resnet50.pth'

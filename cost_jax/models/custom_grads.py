@@ -13,7 +13,8 @@ XLA:CPU differentiates both slowly inside a ResNet's train step:
   XLA fuses that transposition into BatchNorm's backward pass, where it runs several times
   slower than on its own. An optimisation barrier keeps them apart.
 
-Forward values and gradients equal the plain operations up to float summation order.
+Forward values and gradients equal the plain operations up to float summation order. The
+backward matmuls run at the precision the forward one was traced at (`models/precision.py`).
 """
 
 from __future__ import annotations
@@ -97,26 +98,31 @@ def _max_pool_bwd(window, strides, padding, x, grad):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-@jax.custom_vjp
 def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x (..., C) @ kernel (C, D): a 1x1x1 convolution."""
-  return jnp.einsum('...c,cd->...d', x, kernel)
+  # The backward pass is traced outside the model's precision scope: hand it the level now.
+  return _pointwise(x, kernel, jax.config.jax_default_matmul_precision)
 
 
-def _pointwise_fwd(x, kernel):
-  return pointwise(x, kernel), (x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pointwise(x: jax.Array, kernel: jax.Array, level: str | None) -> jax.Array:
+  return jnp.einsum('...c,cd->...d', x, kernel, precision=level)
 
 
-def _pointwise_bwd(residuals, grad):
+def _pointwise_fwd(x, kernel, level):
+  return _pointwise(x, kernel, level), (x, kernel)
+
+
+def _pointwise_bwd(level, residuals, grad):
   x, kernel = residuals
-  dx = jnp.einsum('...d,cd->...c', grad, kernel)
+  dx = jnp.einsum('...d,cd->...c', grad, kernel, precision=level)
   # The barrier keeps XLA:CPU from fusing the producer of `grad` (BatchNorm's backward) with the
   # transposed copy the weight-gradient matmul needs; fused, that copy runs several times slower.
   x2d, g2d = jax.lax.optimization_barrier(
     (x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1]))
   )
-  dkernel = jnp.einsum('mc,md->cd', x2d, g2d)
+  dkernel = jnp.einsum('mc,md->cd', x2d, g2d, precision=level)
   return dx, dkernel
 
 
-pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)

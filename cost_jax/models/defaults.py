@@ -33,7 +33,9 @@ def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
       conv_impl='auto',  # how convs and their gradients are computed (same numbers):
       # auto | fold2d | fold2d_custom_grads | conv3d; see models/recognizer.py
       bn_group_size=8,  # clips per BatchNorm group (official: per GPU, 8); 0 = global
-      dtype='float32',  # compute dtype; parameters stay float32
+      # float32 | float32_full | bfloat16 (mixed); see models/precision.py. float32 multiplies at
+      # the official runs' precision: TF32 on NVIDIA GPUs, 3-pass bfloat16 on TPU.
+      precision='float32',
       remat=False,  # rematerialise each residual block in the backward pass
       frozen_stages=-1,  # as MMAction2: -1 none; 0 the stem; k the stem and layer1..k
       # (no gradient, BatchNorm in inference mode)

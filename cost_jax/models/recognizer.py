@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
+from cost_jax.models import precision as precision_lib
 from cost_jax.models.head import I3DHead
 from cost_jax.models.resnet3d import ResNet3d
 
@@ -32,13 +32,19 @@ def resolve_conv_impl(conv_impl: str, platform: str | None = None) -> str:
 
 
 class Recognizer3D(nn.Module):
-  """Clips (N, T, H, W, 3) float32, already normalised -> logits (N, num_classes)."""
+  """Clips (N, T, H, W, 3) float32, already normalised -> logits (N, num_classes) float32.
+
+  `matmul_level`: the `jax.lax.Precision` its convolutions and matmuls are traced at
+  (`precision.matmul_level`).
+  """
 
   backbone: ResNet3d
   cls_head: I3DHead
+  matmul_level: str = 'highest'
 
   def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
-    return self.cls_head(self.backbone(clips, train), train)
+    with precision_lib.scope(self.matmul_level):
+      return self.cls_head(self.backbone(clips, train), train)
 
 
 def backbone_architecture(model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,7 +68,7 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
   """Builds the recognizer described by `config.model` (see configs/base.py)."""
   cfg = dict(model_config)
   conv_impl = resolve_conv_impl(cfg.get('conv_impl', 'auto'))
-  dtype = jnp.dtype(cfg.get('dtype', 'float32'))
+  precision = precision_lib.precision_of(cfg)
   backbone = ResNet3d(
     **backbone_architecture(cfg),
     fold=conv_impl != 'conv3d',
@@ -71,11 +77,13 @@ def create_model(model_config: Mapping[str, Any]) -> Recognizer3D:
     remat=cfg.get('remat', False),
     frozen_stages=cfg.get('frozen_stages', -1),
     norm_eval=cfg.get('norm_eval', False),
-    dtype=dtype,
+    dtype=precision_lib.compute_dtype(precision),
     parent=None,
   )
   head = I3DHead(cfg['num_classes'], cfg.get('dropout_ratio', 0.5), parent=None)
-  return Recognizer3D(backbone=backbone, cls_head=head)
+  return Recognizer3D(
+    backbone=backbone, cls_head=head, matmul_level=precision_lib.matmul_level(precision)
+  )
 
 
 def count_params(params) -> int:
