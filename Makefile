@@ -37,3 +37,26 @@ bench-vs-pytorch: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_out
+
+# Accelerator installs (docs/launch.md): requirements.txt plus JAX's CUDA 12 plugin or TPU runtime,
+# and the package, into $(VENV) (override with VENV=...); no test dependencies. `make demo` and
+# `make test` stay the CPU install.
+.PHONY: venv-gpu venv-tpu
+
+$(VENV)/.installed-gpu: requirements.txt requirements-gpu.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-gpu.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-tpu: requirements.txt requirements-tpu.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-tpu.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv-gpu: $(VENV)/.installed-gpu
+
+venv-tpu: $(VENV)/.installed-tpu
