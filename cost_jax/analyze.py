@@ -394,9 +394,7 @@ def _main(positional: list[str]) -> int:
     raise cli.UsageError(f'unexpected arguments: {positional}')
   cli.require(FLAGS, 'checkpoint', 'output_dir')
   storage.check(FLAGS.output_dir, '--output_dir')
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], 'GPU')
+  cli.start_runtime()
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   _check_cost(bundle)
   batches, class_names = None, None

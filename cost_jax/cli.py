@@ -97,3 +97,14 @@ def run(
     return main(parse(flag_values, prog, argv))
   except caught as e:
     return report(e)
+
+
+def start_runtime() -> None:
+  """Before any computation: TensorFlow sees no accelerator (it only reads and resizes data),
+  and JAX's persistent compilation cache is on (`compilation_cache`)."""
+  import tensorflow as tf
+
+  from cost_jax import compilation_cache
+
+  tf.config.set_visible_devices([], 'GPU')
+  compilation_cache.enable()

@@ -215,9 +215,7 @@ def _main(positional: list[str]) -> int:
     raise cli.UsageError(f'unexpected arguments: {positional}')
   cli.require(FLAGS, 'checkpoint', 'output')
   storage.check(FLAGS.output, '--output')
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], 'GPU')
+  cli.start_runtime()
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   paths = export(bundle, FLAGS.output, FLAGS.format, FLAGS.frames, FLAGS.size, FLAGS.platforms)
   for kind, path in paths.items():

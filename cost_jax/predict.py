@@ -217,9 +217,7 @@ def _main(videos: list[str]) -> int:
     storage.check(video, 'video')
   if FLAGS.output:
     storage.check(FLAGS.output, '--output')
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], 'GPU')  # TF only resizes frames; leave accelerators to JAX
+  cli.start_runtime()
   if FLAGS.views is not None:
     video_clips.num_clips_for_views(FLAGS.views)
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels, protocol_overrides(FLAGS))
