@@ -86,21 +86,25 @@ _OUTPUT = flags.DEFINE_string(
 )
 _WORKER_SPEC = flags.DEFINE_string('worker_spec', '', 'internal: run one measurement (JSON)')
 
-# Published dense peaks per chip, TFLOP/s (no sparsity).
-# NVIDIA A100 SXM4 datasheet: BF16 Tensor Core 312 (624 "with sparsity"), FP32 19.5 (TF32
-# Tensor Core 156). NVIDIA H100 SXM5 datasheet: BF16 Tensor Core 1,979 with sparsity, i.e.
-# 989.4 dense; FP32 66.9 (TF32 Tensor Core 494.7 dense). Google Cloud TPU documentation, "peak
-# compute per chip (bf16)": v4 275, v5e 197, v5p 459; no fp32 peak is published for TPUs
-# (their fp32 matmuls run as several bf16 passes).
+# Published dense peaks per chip, TFLOP/s (data sheets quote tensor-core figures "with sparsity",
+# twice the dense ones; the dense figure is used), at the arithmetic of the two `model.precision`
+# policies (cost_jax/models/precision.py): `bfloat16` runs at the bf16 peak; `float32` multiplies
+# in TF32 on NVIDIA GPUs (the dense TF32 tensor-core peak) and in three bf16 passes on TPU (a
+# third of the bf16 peak: derived, no fp32 peak is published for TPUs).
+# NVIDIA A100 Tensor Core GPU data sheet (SXM): BF16 312, TF32 156 dense (FP32 CUDA cores 19.5).
+# NVIDIA H100 Tensor Core GPU data sheet (SXM): BF16 1,979 and TF32 989 with sparsity, so 989.4
+# and 494.7 dense (FP32 CUDA cores 67). Google Cloud TPU documentation, "peak compute per chip
+# (bf16)": v4 275, v5e 197, v5p 459.
 CHIPS = (
-  ('A100 SXM', 'bf16', 312.0),
-  ('A100 SXM', 'fp32', 19.5),
-  ('H100 SXM', 'bf16', 989.4),
-  ('H100 SXM', 'fp32', 66.9),
-  ('TPU v4', 'bf16', 275.0),
-  ('TPU v5e', 'bf16', 197.0),
-  ('TPU v5p', 'bf16', 459.0),
+  # (chip, bf16 peak, float32-policy peak)
+  ('A100 SXM', 312.0, 156.0),
+  ('H100 SXM', 989.4, 494.7),
+  ('TPU v4', 275.0, 275.0 / 3),
+  ('TPU v5e', 197.0, 197.0 / 3),
+  ('TPU v5p', 459.0, 459.0 / 3),
 )
+POLICIES = ('bfloat16', 'float32')
+
 
 TINY = dict(
   clip_len=4,
@@ -373,7 +377,8 @@ def cores_needed(
     (r['side'], r['source'], r['mode']): r['per_cpu_s'] for r in rows if r['cores'] == 'one'
   }
   out = []
-  for chip, dtype, tflops in CHIPS:
+  for (chip, bf16, f32), policy in ((c, p) for c in CHIPS for p in POLICIES):
+    tflops = bf16 if policy == 'bfloat16' else f32
     flops = mfu * tflops * 1e12
     need = {
       'train': flops / (gflops['train'] * 1e9),  # clips/s
@@ -381,7 +386,7 @@ def cores_needed(
     }
     row: dict[str, Any] = {
       'chip': chip,
-      'dtype': dtype,
+      'precision': policy,
       'peak_tflops': tflops,
       'train_clips_per_s': need['train'],
       'test_videos_per_s': need['test'],
@@ -454,7 +459,7 @@ def print_tables(result: dict[str, Any]) -> None:
       for key in (f'cores_{mode}_{side}_{source}' for side, source in sides)
     ]
     print(
-      f'| {r["chip"]} {r["dtype"]} | {r["peak_tflops"]:g} | {r["train_clips_per_s"]:.0f} | '
+      f'| {r["chip"]} {r["precision"]} | {r["peak_tflops"]:.1f} | {r["train_clips_per_s"]:.0f} | '
       f'{r["test_videos_per_s"]:.0f} | ' + ' | '.join(cells) + ' |'
     )
 
@@ -588,7 +593,7 @@ def orchestrate() -> dict[str, Any]:
     'gflops': gflops,
     'num_views': num_views,
     'mfu': _MFU.value,
-    'chips': [dict(chip=c, dtype=d, peak_tflops=t) for c, d, t in CHIPS],
+    'chips': [dict(chip=c, bf16_tflops=b, float32_policy_tflops=f) for c, b, f in CHIPS],
     'cores_needed': cores_needed(rows, gflops, _MFU.value, num_views),
     'runs': [
       dict(r, measurements=[dict(source=s, mode=m, **v) for (s, m), v in r['measurements'].items()])
