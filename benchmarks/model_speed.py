@@ -2,15 +2,16 @@
 memory.
 
   python benchmarks/model_speed.py [--archs c2d,i3d,costa,costb] [--impls fold2d,...]
-      [--dtypes float32,bfloat16] [--batch 2] [--frames 8] [--size 224] [--repeats 3]
+      [--precisions float32,bfloat16] [--batch 2] [--frames 8] [--size 224] [--repeats 3]
       [--json benchmarks/results/model_speed.json]
 
 Every row is measured in the same run as the fp32 matmul peak it is compared with; every arch is
 timed in each `model.conv_impl` of `--impls` (suffixed `:xla-default`: compiled with XLA's default
-options instead of `cost_jax.xla_options`) and each compute dtype of `--dtypes`. Medians over
-`--repeats` timed calls after one warm-up call. Memory: XLA's plan for the compiled train step
-(arguments + outputs + temporaries) and, on GPU/TPU, the device's peak bytes in use since the
-process started (run one arch, impl and dtype per process to read it per row).
+options instead of `cost_jax.xla_options`) and each `model.precision` of `--precisions`
+(`--dtypes`, its old name, still works). Medians over `--repeats` timed calls after one warm-up
+call. Memory: XLA's plan for the compiled train step (arguments + outputs + temporaries) and, on
+GPU/TPU, the device's peak bytes in use since the process started (run one arch, impl and
+precision per process to read it per row; `device_check.sh` does).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
-from configs import base  # noqa: E402
 from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
+from cost_jax.models.defaults import get_model_config  # noqa: E402  (configs/ imports TF)
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -73,11 +74,11 @@ def device_peak_bytes() -> float:
   return float(stats.get('peak_bytes_in_use', float('nan')))
 
 
-def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
+def bench_arch(arch: str, impl: str, precision: str, args) -> dict:
   """`impl`: a conv_impl, maybe suffixed with jax_steps.XLA_DEFAULT_SUFFIX."""
-  config = base.get_model_config(arch)
+  config = get_model_config(arch)
   config.conv_impl, tuned = jax_steps.parse_impl(impl)
-  config.precision = dtype
+  config.precision = precision
   config.bn_group_size = 0
   model = create_model(config)
   clips = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.size, args.size, 3))
@@ -102,7 +103,7 @@ def bench_arch(arch: str, impl: str, dtype: str, args) -> dict:
   return dict(
     arch=arch,
     impl=impl,
-    dtype=dtype,
+    precision=precision,
     train_step_planned_mb=planned_bytes(step) / 2**20,
     device_peak_mb=device_peak_bytes() / 2**20,
     batch=args.batch,
@@ -128,7 +129,12 @@ def main() -> None:
     help='model.conv_impl values to time, compiled with cost_jax.xla_options or, suffixed '
     f'{jax_steps.XLA_DEFAULT_SUFFIX}, with XLA defaults',
   )
-  parser.add_argument('--dtypes', default='float32', help='compute dtypes, e.g. float32,bfloat16')
+  parser.add_argument(
+    '--precisions',
+    '--dtypes',
+    default='float32',
+    help='model.precision values (cost_jax/models/precision.py), e.g. float32,bfloat16',
+  )
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--size', type=int, default=224)
@@ -145,15 +151,15 @@ def main() -> None:
   impls = args.impls.split(',')
   for arch in args.archs.split(','):
     for impl in impls:
-      for dtype in args.dtypes.split(','):
-        row = bench_arch(arch, impl, dtype, args)
+      for precision in args.precisions.split(','):
+        row = bench_arch(arch, impl, precision, args)
         row['forward_peak_fraction'] = row['forward_gflops_per_s'] / peak
         row['train_peak_fraction'] = row['train_gflops_per_s'] / peak
         rows.append(row)
-        print(f'  measured {arch}/{impl}/{dtype}', flush=True)
+        print(f'  measured {arch}/{impl}/{precision}', flush=True)
 
   header = (
-    '| arch | conv_impl | dtype | fwd clips/s | train clips/s | compile fwd / train (s) | '
+    '| arch | conv_impl | precision | fwd clips/s | train clips/s | compile fwd / train (s) | '
     'GFLOPs/clip fwd / train | % fp32 peak fwd / train | train step MB (plan / device peak) |'
   )
   print(f'\nbatch {args.batch}, {args.frames}x{args.size}x{args.size}\n')
@@ -161,7 +167,7 @@ def main() -> None:
   print('|' + '---|' * 9)
   for r in rows:
     print(
-      f'| {r["arch"]} | {r["impl"]} | {r["dtype"]} | '
+      f'| {r["arch"]} | {r["impl"]} | {r["precision"]} | '
       f'{r["forward_clips_per_s"]:.2f} | {r["train_clips_per_s"]:.3f} | '
       f'{r["forward_compile_s"]:.1f} / {r["train_compile_s"]:.1f} | '
       f'{r["forward_gflops_per_clip"]:.1f} / {r["train_gflops_per_clip"]:.1f} | '
