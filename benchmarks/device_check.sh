@@ -1,89 +1,34 @@
 #!/usr/bin/env bash
-# One command for a short lease of a GPU or TPU machine: the parity tests, then the model
-# benchmark (every conv_impl, fp32 and bf16, batch 8 per device, one process per row so that
-# each row's peak device memory is its own), all written into one JSON.
+# One command for a short lease of a GPU or TPU machine, within a time budget it keeps
+# (TIME_BUDGET_S, default 480 s in all): the parity tests (stopped at PARITY_BUDGET_S, default a
+# quarter of the budget), then one process per benchmark row (device_row.py) on the first device,
+# most important first, each row skipped with a note in the JSON once the budget would not hold it:
+#   1. CoST(b) R50 float32, conv_impl auto    2. CoST(b) bfloat16 auto
+#   3. C2D R50 float32 auto                   4. C2D bfloat16 auto
+#   5.. the other conv_impls (fold2d, fold2d_custom_grads, conv3d less what auto resolves to):
+#       CoST(b) float32, CoST(b) bfloat16, C2D float32, C2D bfloat16
+# Each row: 8x224x224 clips, batch 8 per device, the official SGD train step; compile time, median
+# step time, clips/s, MFU (FLOPs of the compiled step from XLA's cost analysis / step time / the
+# device's dense peak for the precision, benchmarks/device_peaks.py), peak device memory, and, in
+# the `auto` rows, the largest batch that fits (doubling from 8, catching the out-of-memory error;
+# under JAX's default GPU memory fraction, 75%: XLA_PYTHON_CLIENT_MEM_FRACTION moves it, and each
+# row's device_limit_mb says what the allocator had). The JSON is rewritten after every row.
+# Then `benchmarks/device_table.py OUTPUT_JSON` prints the README's table and what `auto` should be.
 #
 #   benchmarks/device_check.sh [OUTPUT_JSON]      (default benchmarks/results/device_check.json)
 #
-# Needs a Python with requirements-dev.txt and an accelerator build of jaxlib (e.g.
-# `pip install -U "jax[cuda12]"` or `"jax[tpu]"`); $PYTHON picks the interpreter. ~10 minutes on
-# one H200 (mostly compilation); set ARCHS, IMPLS, DTYPES, FRAMES, SIZE or TESTS to do less, and
-# ALLOW_CPU=1 to try the script itself on a CPU.
+# Needs a Python with requirements-dev.txt and an accelerator build of jaxlib (`make venv-gpu` or
+# `make venv-tpu` plus requirements-dev.txt, or `pip install -U "jax[cuda12]"`); $PYTHON picks the
+# interpreter (default .venv/bin/python). Knobs (environment):
+#   TIME_BUDGET_S=480  PARITY_BUDGET_S=TIME_BUDGET_S/4  TESTS="tests/test_models.py ..."  TESTS_K=
+#   ARCHS=costb,c2d  PRECISIONS=float32,bfloat16 (or DTYPES)  IMPLS=auto,fold2d,fold2d_custom_grads,conv3d
+#   BATCH=8 (per device)  FRAMES=8  SIZE=224  WIDTH=64 (model.base_channels)  REPEATS=5  MAX_ROWS=0 (all)
+#   BATCH_SEARCH=auto (the auto rows) | first (row 1 only) | all | none   BATCH_TRIES=3 (CPU: 1)
+#   MAX_BATCH=1024 (CPU: 2*BATCH)   SEARCH_BUDGET_S=TIME_BUDGET_S/8 (per row)
+#   ALLOW_CPU=1: run on a CPU (MFU against a measured float32 matmul; no device memory figures), e.g.
+#     ALLOW_CPU=1 SIZE=32 FRAMES=4 WIDTH=8 BATCH=2 TESTS=tests/test_cost_layer.py \
+#       TESTS_K=CoSTb-111 MAX_ROWS=2 benchmarks/device_check.sh /tmp/device_check.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-OUTPUT=${1:-benchmarks/results/device_check.json}
-ARCHS=${ARCHS:-c2d,costb}
-IMPLS=${IMPLS:-fold2d,fold2d_custom_grads,conv3d}
-DTYPES=${DTYPES:-float32,bfloat16}
-FRAMES=${FRAMES:-8}
-SIZE=${SIZE:-224}
-TESTS=${TESTS:-tests/test_models.py tests/test_cost_layer.py tests/test_custom_grads.py tests/test_weights.py}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-
-platform=$("$PYTHON" -c 'import jax; print(jax.default_backend())')
-if [ "$platform" = cpu ] && [ -z "${ALLOW_CPU:-}" ]; then
-  echo "error: JAX sees no accelerator (backend cpu); install jax for your GPU/TPU first" >&2
-  exit 2
-fi
-devices=$("$PYTHON" -c 'import jax; print(jax.device_count())')
-batch=$((8 * devices))
-echo "platform $platform, $devices device(s), batch $batch"
-
-set +e
-"$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$WORK/parity.xml" \
-  $TESTS 2>&1 | tail -n 5
-set -e
-
-for arch in ${ARCHS//,/ }; do
-  for impl in ${IMPLS//,/ }; do
-    for dtype in ${DTYPES//,/ }; do
-      "$PYTHON" benchmarks/model_speed.py --archs "$arch" --impls "$impl" --dtypes "$dtype" \
-        --batch "$batch" --frames "$FRAMES" --size "$SIZE" --repeats 5 \
-        --json "$WORK/speed_${arch}_${impl}_${dtype}.json" | tail -n 3 \
-        || echo "{\"arch\": \"$arch\", \"impl\": \"$impl\", \"dtype\": \"$dtype\", \"failed\": true}" \
-          > "$WORK/failed_${arch}_${impl}_${dtype}.json"
-    done
-  done
-done
-
-"$PYTHON" - "$WORK" "$OUTPUT" <<'PY'
-import glob, json, os, sys
-import xml.etree.ElementTree as ET
-import jax
-
-work, output = sys.argv[1:]
-suite = ET.parse(os.path.join(work, 'parity.xml')).getroot()
-suite = suite if suite.tag == 'testsuite' else suite[0]
-failed = [
-  f'{case.get("classname")}::{case.get("name")}'
-  for case in suite.iter('testcase')
-  if case.find('failure') is not None or case.find('error') is not None
-]
-rows, peaks = [], []
-for path in sorted(glob.glob(os.path.join(work, 'speed_*.json'))):
-  result = json.load(open(path))
-  rows += result['rows']
-  peaks.append(result['matmul_peak_gflops'])
-rows += [json.load(open(p)) for p in sorted(glob.glob(os.path.join(work, 'failed_*.json')))]
-report = {
-  'platform': jax.default_backend(),
-  'device': jax.devices()[0].device_kind,
-  'device_count': jax.device_count(),
-  'jax': jax.__version__,
-  'parity_tests': {
-    'total': int(suite.get('tests')),
-    'failures': int(suite.get('failures')) + int(suite.get('errors')),
-    'skipped': int(suite.get('skipped', 0)),
-    'failed': failed,
-  },
-  'fp32_matmul_peak_gflops': max(peaks) if peaks else None,
-  'rows': rows,
-}
-os.makedirs(os.path.dirname(output) or '.', exist_ok=True)
-with open(output, 'w') as f:
-  json.dump(report, f, indent=2)
-print(f'parity tests: {report["parity_tests"]["total"]} run, '
-      f'{report["parity_tests"]["failures"]} failed; {len(rows)} benchmark rows; wrote {output}')
-PY
+exec "$PYTHON" benchmarks/device_check.py "$@"
