@@ -384,7 +384,7 @@ flags.DEFINE_integer('max_videos', 0, 'Read at most this many videos (0 = all).'
 flags.DEFINE_string(
   'labels',
   None,
-  'Class names file (per-class names default to the data manifest).',
+  'Class names file, or "none" for class_<i> (per-class names default to the data manifest).',
   flag_values=FLAGS,
 )
 
@@ -397,6 +397,7 @@ def _main(positional: list[str]) -> int:
   cli.start_runtime()
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   _check_cost(bundle)
+  print(loading.label_note(bundle), file=sys.stderr)
   batches, class_names = None, None
   if FLAGS.data and bundle.arch == 'costb':
     batches, class_names = val_batches(

@@ -23,11 +23,12 @@ from cost_jax import config_checks, sharding, shared_storage, steps, storage, xl
 from cost_jax import metrics as metrics_lib
 from cost_jax import workdir as layout
 from cost_jax.data import input_pipeline
-from cost_jax.inference import loading
+from cost_jax.inference import builtin_labels, loading
 from cost_jax.models import create_model
 from cost_jax.weights.mmaction2 import import_mmaction2
 
 Batch = dict[str, np.ndarray]
+MMACTION2_FILE = 'the MMAction2 file given'
 
 
 def is_main_process() -> bool:
@@ -117,7 +118,7 @@ def load_test_variables(
   path = storage.absolute(checkpoint or workdir)
   if storage.isfile(path):
     _, variables = import_mmaction2(path, config)
-    return variables, {'checkpoint': path, 'reason': 'the MMAction2 file given'}
+    return variables, {'checkpoint': path, 'reason': MMACTION2_FILE}
   if not checkpoint and not layout.has_checkpoint(workdir):
     raise FileNotFoundError(
       f'{workdir} holds no checkpoint: train first (--mode=train) or pass --checkpoint'
@@ -151,6 +152,10 @@ def run_test_protocol(
   model = create_model(config.model)
   variables, source = load_test_variables(config, workdir, checkpoint)
   logging.info('Testing %s', source['checkpoint'])
+  if source['reason'] == MMACTION2_FILE:
+    warning = builtin_labels.order_warning(info['label_map'])
+    if warning:
+      logging.warning('%s: %s', config.data.data_dir, warning)
   variables = jax.device_put(variables, sharding.replicated(mesh))
   storage.makedirs(workdir)
 

@@ -13,7 +13,8 @@ Writes to OUT:
   signature `serving_default`: `clips` -> {'probabilities'};
 * `model.jax_exported`: a serialized `jax.export.Exported` (StableHLO, weights embedded); load
   it with `load_stablehlo(OUT)` or `jax.export.deserialize`, call it with `.call(clips)`;
-* `export_spec.json`: input/output spec, class names, platforms, source; `label_map.txt`.
+* `export_spec.json`: input/output spec, class names and where they came from, platforms,
+  source; `label_map.txt`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def _spec(
     'arch': bundle.arch,
     'num_classes': bundle.num_classes,
     'label_names': list(bundle.label_names),
+    'label_source': bundle.label_source,
     'platforms': list(platforms),
     'formats': {
       'savedmodel': SAVED_MODEL_DIR if 'savedmodel' in formats else None,
@@ -206,7 +208,11 @@ flags.DEFINE_list(
   'platforms', ['cpu', 'cuda'], 'Platforms to lower for (cpu, cuda, rocm, tpu).', flag_values=FLAGS
 )
 flags.DEFINE_string(
-  'labels', None, 'Class names file (default: found next to the checkpoint).', flag_values=FLAGS
+  'labels',
+  None,
+  'Class names file, or "none" for class_<i> (default: found next to the checkpoint, else built '
+  'in for 400 / 339 classes).',
+  flag_values=FLAGS,
 )
 
 
@@ -217,6 +223,7 @@ def _main(positional: list[str]) -> int:
   storage.check(FLAGS.output, '--output')
   cli.start_runtime()
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
+  print(loading.label_note(bundle), file=sys.stderr)
   paths = export(bundle, FLAGS.output, FLAGS.format, FLAGS.frames, FLAGS.size, FLAGS.platforms)
   for kind, path in paths.items():
     print(f'{kind}: {path}')

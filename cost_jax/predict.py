@@ -5,7 +5,9 @@
 
 `--checkpoint` is a trainer workdir (or its checkpoints / one step directory), a saved-model
 directory or an MMAction2 .pth/.npz; it, the videos, `--labels` and `--output` may be local paths
-or gs:// URLs. By default the official test protocol is used (10 clips x 3
+or gs:// URLs. Class names: `--labels=FILE`, else a label file found with the checkpoint, else
+the built-in Kinetics-400 / Moments in Time names for a 400 / 339-class model (`--labels=none`:
+class_N); one line on stderr says which. By default the official test protocol is used (10 clips x 3
 crops, softmax averaged over the 30 views); `--views=1` takes one centre clip. Views go through
 the model `views_per_chunk` at a time, so memory does not grow with the number of views. A video
 that cannot be read is reported and skipped; the exit status is 1 if any failed.
@@ -137,6 +139,7 @@ def to_json(results: Sequence[dict[str, Any]], bundle: loading.ModelBundle) -> s
       'checkpoint': bundle.source,
       'arch': bundle.arch,
       'num_classes': bundle.num_classes,
+      'label_source': bundle.label_source,
       'average': bundle.protocol.average,
       'videos': videos,
     },
@@ -149,8 +152,9 @@ cli.define_checkpoint_flag(FLAGS)
 flags.DEFINE_string(
   'labels',
   None,
-  'Class names: text file (one per line) or JSON list; '
-  'default: found next to the checkpoint or in its workdir.',
+  'Class names: text file (one per line) or JSON list; "none" for class_<i>. Default: found '
+  'next to the checkpoint or in its workdir, else built in for 400 (Kinetics-400) and 339 '
+  '(Moments in Time) classes.',
   flag_values=FLAGS,
 )
 flags.DEFINE_integer(
@@ -221,6 +225,7 @@ def _main(videos: list[str]) -> int:
   if FLAGS.views is not None:
     video_clips.num_clips_for_views(FLAGS.views)
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels, protocol_overrides(FLAGS))
+  print(loading.label_note(bundle), file=sys.stderr)
   results = predict_videos(bundle, videos, views=FLAGS.views, top_k=FLAGS.top_k)
   print(to_json(results, bundle) if FLAGS.json else format_text(results))
   if FLAGS.output:

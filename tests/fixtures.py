@@ -74,3 +74,16 @@ def inflation(arch: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 def ncthw_to_nthwc(x: np.ndarray) -> np.ndarray:
   return np.transpose(x, (0, 2, 3, 4, 1))
+
+
+def checkpoint_with_classes(directory: str, arch: str, num_classes: int, seed: int = 0) -> str:
+  """`{arch}.pth`'s tensors with a random `num_classes`-way head, as an MMAction2-layout `.npz`
+  in `directory` (e.g. a stand-in for an official 400-class Kinetics checkpoint)."""
+  state = dict(state_dict(arch))
+  width = state['cls_head.fc_cls.weight'].shape[1]
+  rng = np.random.default_rng(seed)
+  state['cls_head.fc_cls.weight'] = rng.normal(0, 1, (num_classes, width)).astype(np.float32)
+  state['cls_head.fc_cls.bias'] = rng.normal(0, 1, (num_classes,)).astype(np.float32)
+  path = os.path.join(directory, f'{arch}_{num_classes}_classes.npz')
+  np.savez(path, **state)
+  return path

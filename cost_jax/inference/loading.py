@@ -5,9 +5,11 @@
 * a saved-model directory (`model_config.json` + `variables/`, see `cost_jax.weights.saved`);
 * an MMAction2 / CoST checkpoint file (`.pth`, or the same tensors as `.npz`).
 
-Class names come from `labels=` (a text file with one name per line, or a JSON list), else from a
-label file next to the checkpoint (`LABEL_FILES`), else from the workdir's data manifests or the
-`label_map.txt` of its data directory; without any, classes are called ``class_<i>``.
+Class names come from `labels=` (a text file with one name per line, or a JSON list; `'none'` for
+``class_<i>``), else from a label file next to the checkpoint (`LABEL_FILES`), else from the
+workdir's data manifests or the `label_map.txt` of its data directory, else, for a model with 400
+or 339 classes, from the built-in Kinetics-400 / Moments in Time lists (`builtin_labels`);
+without any, classes are called ``class_<i>``. `ModelBundle.label_source` says which.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cost_jax import checkpointing, metrics, orbax_quiet, storage, xla_options
 from cost_jax import workdir as layout
 from cost_jax.data import transforms
 from cost_jax.data.labels import read_label_names
+from cost_jax.inference import builtin_labels
 from cost_jax.inference.protocol import check_protocol, default_protocol
 from cost_jax.models import Recognizer3D, create_model
 from cost_jax.models.variables import abstract_variables, init_variables
@@ -37,6 +40,7 @@ from cost_jax.weights.torch_pickle import load_state_dict
 
 LABEL_FILES = ('label_map.txt', 'labels.txt', 'classes.txt')
 WEIGHT_SUFFIXES = ('.pth', '.pt', '.npz')
+NO_LABELS = 'none'  # labels= / --labels= value for class_<i> names
 
 
 @dataclasses.dataclass
@@ -50,6 +54,7 @@ class ModelBundle:
     protocol: how to build test views (`PROTOCOL_FIELDS`, plus `views_per_chunk` and `average`).
     label_names: one name per class.
     source: where the weights came from (for reports).
+    label_source: where the class names came from (for reports).
   """
 
   model: Recognizer3D
@@ -58,6 +63,7 @@ class ModelBundle:
   protocol: ml_collections.ConfigDict
   label_names: list[str]
   source: str
+  label_source: str = ''
   _apply_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @property
@@ -93,6 +99,11 @@ class ModelBundle:
         lambda v, c: metrics.view_scores(logits(v, c), average)
       )
     return np.asarray(self._apply_cache['scores'](self.variables, clips_uint8))
+
+
+def label_note(bundle: ModelBundle) -> str:
+  """The one line the command-line tools print on stderr: where the class names came from."""
+  return f'class names: {bundle.label_source}'
 
 
 def _meta_ints(meta: Mapping[str, Any] | None) -> dict[str, int]:
@@ -144,6 +155,33 @@ def _resolve_labels(names_and_source: tuple[list[str], str] | None, num_classes:
   if len(names) != num_classes:
     raise ValueError(f'{source}: {len(names)} class names, but the model has {num_classes} classes')
   return list(names)
+
+
+def resolve_label_names(
+  labels: str | None,
+  checkpoint: str,
+  num_classes: int,
+  config: ml_collections.ConfigDict | None = None,
+) -> tuple[list[str], str]:
+  """(class names, where they came from) of a model with `num_classes` classes.
+
+  `labels`: a label file, `'none'` (``class_<i>`` names) or None: a label file found with the
+  checkpoint (`find_label_names`), else the built-in list of that many classes, else
+  ``class_<i>``. A label file with another number of names raises ValueError naming it.
+  """
+  if labels and labels.strip().lower() == NO_LABELS:
+    return _resolve_labels(None, num_classes), f'class indices (--labels={NO_LABELS})'
+  if labels:
+    return _resolve_labels((read_label_names(labels), labels), num_classes), f'{labels} (--labels)'
+  found = find_label_names(checkpoint, config)
+  if found is not None:
+    return _resolve_labels(found, num_classes), found[1]
+  entry = builtin_labels.for_num_classes(num_classes)
+  if entry is not None:
+    return builtin_labels.names(entry), (
+      f'{entry.dataset} (built in; --labels to override, --labels={NO_LABELS} for indices)'
+    )
+  return _resolve_labels(None, num_classes), 'class indices (no label file found; --labels=FILE)'
 
 
 # ----------------------------------------------------------------------------- weights
@@ -203,8 +241,9 @@ def load_bundle(
   checkpoint: str, labels: str | None = None, protocol_overrides: Mapping[str, Any] | None = None
 ) -> ModelBundle:
   """A `ModelBundle` from a trainer workdir / checkpoint dir / step dir, a saved-model dir or an
-  MMAction2 `.pth`/`.npz` file; `labels` overrides the class names, `protocol_overrides` the test
-  protocol fields (e.g. {'test_num_clips': 2})."""
+  MMAction2 `.pth`/`.npz` file; `labels` (a file, or 'none') overrides the class names (see
+  `resolve_label_names`), `protocol_overrides` the test protocol fields (e.g.
+  {'test_num_clips': 2})."""
   path = storage.absolute(checkpoint, '--checkpoint')
   if not storage.exists(path):
     raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
@@ -243,15 +282,19 @@ def load_bundle(
       raise ValueError(f'unknown protocol fields {unknown}; known: {sorted(protocol.keys())}')
     protocol.update(dict(protocol_overrides))
   check_protocol(protocol)
-  found = (read_label_names(labels), labels) if labels else find_label_names(path, config)
+  label_names, label_source = resolve_label_names(
+    labels, path, int(model_config.num_classes), config
+  )
+  logging.info('class names: %s', label_source)
   variables = jax.tree.map(jnp.asarray, {k: variables[k] for k in ('params', 'batch_stats')})
   return ModelBundle(
     model=create_model(model_config),
     model_config=model_config,
     variables=variables,
     protocol=protocol,
-    label_names=_resolve_labels(found, int(model_config.num_classes)),
+    label_names=label_names,
     source=source,
+    label_source=label_source,
   )
 
 
@@ -282,4 +325,5 @@ def random_bundle(
       (names, 'label_names') if names else None, int(model_config.num_classes)
     ),
     source=f'random init (seed {seed})',
+    label_source='given' if names else 'class indices',
   )
