@@ -1,6 +1,7 @@
 """The notebooks run top to bottom on the CPU with a tiny model (nbclient, the venv's kernel)."""
 
 import os
+import pathlib
 import sys
 import tempfile
 
@@ -8,7 +9,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests import fixtures
+from cost_jax.inference import builtin_labels
+from cost_jax.weights.download import WeightsUnavailableError, resolve_weights
+from tests import fixtures, video_factory
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 XLA_CACHE = os.path.join(tempfile.gettempdir(), f'cost_jax_notebook_xla_cache_{os.getuid()}')
@@ -64,6 +67,38 @@ def test_inference_notebook_runs_with_a_random_tiny_model(monkeypatch, tmp_path)
   assert '(6 views):' in text and '  5. ' in text  # the top-5 of the synthetic video
   assert images == 1  # frames + top-5 figure
   assert os.path.exists(tmp_path / 'move_right.mp4')
+
+
+def test_inference_notebook_names_the_classes_of_a_kinetics_checkpoint(monkeypatch, tmp_path):
+  """A 400-class MMAction2 checkpoint and a video, both given as (file://) URLs: the top-5 are
+  Kinetics-400 names, and the notebook says where they came from."""
+  checkpoint = fixtures.checkpoint_with_classes(str(tmp_path), 'costb', 400)
+  video = video_factory.write_video(
+    str(tmp_path / 'clip.mp4'), video_factory.pattern_frames(20, 32, 40, 0)
+  )
+  notebook = _run(
+    'inference.ipynb',
+    monkeypatch,
+    tmp_path,
+    CHECKPOINT=pathlib.Path(checkpoint).as_uri(),
+    VIDEO=pathlib.Path(video).as_uri(),
+    VIEWS='3',
+  )
+  text, images = _outputs(notebook)
+  assert 'costb: 400 classes, from ' + checkpoint in text
+  assert 'class names: Kinetics-400 (built in;' in text
+  assert f'{video} (20, 32, 40, 3)' in text
+  top = [line[5:].rsplit(' ', 1)[0].strip() for line in text.splitlines() if line[:5] == '  1. ']
+  assert len(top) == 1 and top[0] in builtin_labels.names(builtin_labels.BUILTIN[0])
+  assert images == 1
+
+
+def test_download_hint_names_the_notebook_parameter(tmp_path):
+  with pytest.raises(WeightsUnavailableError) as error:
+    resolve_weights(f'file://{tmp_path}/costb.pth', field='CHECKPOINT')
+  assert "pass an existing file: CHECKPOINT = '/path/to/costb.pth'" in str(error.value)
+  with pytest.raises(WeightsUnavailableError, match='--config.init.resnet2d='):
+    resolve_weights(str(tmp_path / 'r50.pth'))
 
 
 def test_view_coefficients_notebook_runs_on_an_mmaction2_checkpoint(monkeypatch, tmp_path):

@@ -70,10 +70,17 @@ def _cache_dir(cache_dir: str | None) -> str:
   return os.path.expanduser(os.environ.get('COST_JAX_CACHE') or '~/.cache/cost_jax/weights')
 
 
+def _pass_file(field: str, filename: str) -> str:
+  """How to give a local file instead: `--config.{field}=...`, or for a notebook parameter (an
+  upper-case name such as CHECKPOINT) an assignment."""
+  if field.isupper():
+    return f"{field} = '/path/to/{filename}'"
+  return f'--config.{field}=/path/to/{filename}'
+
+
 def _offline_hint(field: str, filename: str) -> str:
   return (
-    f'To work offline, download it elsewhere and pass the local file: '
-    f'--config.{field}=/path/to/{filename}'
+    f'To work offline, download it elsewhere and pass the local file: {_pass_file(field, filename)}'
   )
 
 
@@ -273,8 +280,8 @@ def _from_bucket(ref: str, cache_dir: str, field: str) -> str:
 def _local(path: str, field: str) -> str:
   if not os.path.exists(path):
     raise WeightsUnavailableError(
-      f'weights file {path} does not exist; pass an existing file: --config.{field}=/path/to/'
-      f'{os.path.basename(path) or "weights.pth"}'
+      f'weights file {path} does not exist; pass an existing file: '
+      f'{_pass_file(field, os.path.basename(path) or "weights.pth")}'
     )
   if not os.path.isfile(path):
     raise WeightsUnavailableError(f'weights file {path} is not a regular file')
@@ -297,7 +304,8 @@ def resolve_weights(
       A file already there is reused (after re-checking a hash prefix in its name).
     progress: True: a tqdm bar; False: silent; None: a bar if stderr is a terminal, else a few
       log lines for files of 8 MiB or more.
-    field: The config field the reference came from, named in the offline hint of errors.
+    field: The config field the reference came from, named in the offline hint of errors; an
+      upper-case name is a notebook parameter (the hint then shows an assignment to it).
 
   Returns:
     The path of the local file.
