@@ -36,7 +36,7 @@ class BatchNorm(nn.Module):
     group_size: examples per statistics group; 0 = the whole batch.
     momentum: torch's momentum (new = (1 - m) * old + m * batch).
     epsilon: added to the variance.
-    dtype: dtype of the output; statistics are computed in float32.
+    dtype: dtype of the output; statistics and the normalisation are computed in float32.
   """
 
   group_size: int = 0
@@ -55,7 +55,9 @@ class BatchNorm(nn.Module):
     if not train:
       mul = scale * jax.lax.rsqrt(running_var.value + self.epsilon)
       add = bias - running_mean.value * mul
-      return (x * mul.astype(x.dtype) + add.astype(x.dtype)).astype(self.dtype)
+      # In float32 whatever x's dtype: in bfloat16, x * mul and add can be large and nearly
+      # cancel (a channel whose mean is far from zero), leaving only a few bits of the result.
+      return (x.astype(jnp.float32) * mul + add).astype(self.dtype)
 
     batch = x.shape[0]
     group = self.group_size or batch
