@@ -198,16 +198,19 @@ def convert_videos(paths: list[str], data_dir: str, short_side: int, copies: int
     name='feeding',
   )
   seconds = time.perf_counter() - start
-  size = sum(
-    os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(data_dir) for f in files
-  )
+  from cost_jax.data import schema
+
+  shard_bytes = sum(s['num_bytes'] for s in schema.read_manifest(data_dir, 'train')['shards'])
+  mp4_bytes = sum(os.path.getsize(p) for p in paths)
   return {
     'records': len(entries),
     'shards': min(4, len(entries)),
     'seconds': seconds,
     'videos_per_s_per_worker': len(entries) / seconds,
-    'bytes': size,
-    'mp4_bytes': sum(os.path.getsize(p) for p in paths),
+    'shard_bytes': shard_bytes,
+    'record_bytes': shard_bytes / len(entries),  # what a clip or a test video reads (ours)
+    'mp4_bytes': mp4_bytes,
+    'mp4_bytes_per_video': mp4_bytes / len(paths),  # at most what decord reads (MMAction2)
   }
 
 
@@ -370,9 +373,14 @@ def summarise(runs: list[dict[str, Any]], all_cpus: int) -> list[dict[str, Any]]
 
 
 def cores_needed(
-  rows: list[dict[str, Any]], gflops: dict[str, float], mfu: float, num_views: int
+  rows: list[dict[str, Any]],
+  gflops: dict[str, float],
+  mfu: float,
+  num_views: int,
+  bytes_per_item: dict[str, float],
 ) -> list[dict[str, Any]]:
-  """Host cores that feed one chip at `mfu`, from the one-core rates per CPU-second."""
+  """Host cores that feed one chip at `mfu`, from the one-core rates per CPU-second, and the
+  bytes per second each side then reads (`bytes_per_item`: per clip or test video, by side)."""
   per_core = {
     (r['side'], r['source'], r['mode']): r['per_cpu_s'] for r in rows if r['cores'] == 'one'
   }
@@ -393,6 +401,9 @@ def cores_needed(
     }
     for (side, source, mode), rate in sorted(per_core.items()):
       row[f'cores_{mode}_{side}_{source}'] = need[mode] / rate
+    for side, size in bytes_per_item.items():
+      for mode in MODES:
+        row[f'read_mb_per_s_{mode}_{side}'] = need[mode] * size / 1e6
     out.append(row)
   return out
 
@@ -440,6 +451,12 @@ def print_tables(result: dict[str, Any]) -> None:
         f'| {label} | {unit} | {fmt(one, "per_cpu_s")} | {fmt(one, "per_wall_s")} | '
         f'{fmt(full, "per_wall_s")} | {fmt(full, "cpu_used")} |'
       )
+  c = result['data']['conversion']
+  print(
+    f'Read per train clip or test video: ours {c["record_bytes"] / 1e6:.2f} MB (the whole '
+    f'record), MMAction2 at most {c["mp4_bytes_per_video"] / 1e6:.2f} MB (the mp4). data_prep: '
+    f'{c["videos_per_s_per_worker"]:.2f} videos/s per worker (once)'
+  )
   g = result['gflops']
   print(
     f'\nCoST(b) R50 GFLOPs per clip ({g["source"]}): train step {g["train"]:.1f}, forward '
@@ -450,14 +467,18 @@ def print_tables(result: dict[str, Any]) -> None:
   head = ' | '.join(f'train: {LABELS[s]}' for s in sides)
   head += ' | ' + ' | '.join(f'test: {LABELS[s]}' for s in sides)
   print(f'\nHost cores to keep one chip at {100 * result["mfu"]:.0f}% MFU')
+  head += ' | train: GB/s read, ours / MMAction2'
   print(f'| chip | peak TFLOP/s | train clips/s | test videos/s | {head} |')
-  print('|---|---:|---:|---:|' + '---:|' * (2 * len(sides)))
+  print('|---|---:|---:|---:|' + '---:|' * (2 * len(sides) + 1))
   for r in result['cores_needed']:
     cells = [
       f'{r[key]:.0f}' if key in r else 'n/a'
       for mode in MODES
       for key in (f'cores_{mode}_{side}_{source}' for side, source in sides)
     ]
+    cells.append(
+      f'{r["read_mb_per_s_train_ours"] / 1e3:.2f} / {r["read_mb_per_s_train_mmaction2"] / 1e3:.3f}'
+    )
     print(
       f'| {r["chip"]} {r["precision"]} | {r["peak_tflops"]:.1f} | {r["train_clips_per_s"]:.0f} | '
       f'{r["test_videos_per_s"]:.0f} | ' + ' | '.join(cells) + ' |'
@@ -594,7 +615,13 @@ def orchestrate() -> dict[str, Any]:
     'num_views': num_views,
     'mfu': _MFU.value,
     'chips': [dict(chip=c, bf16_tflops=b, float32_policy_tflops=f) for c, b, f in CHIPS],
-    'cores_needed': cores_needed(rows, gflops, _MFU.value, num_views),
+    'cores_needed': cores_needed(
+      rows,
+      gflops,
+      _MFU.value,
+      num_views,
+      {'ours': conversion['record_bytes'], 'mmaction2': conversion['mp4_bytes_per_video']},
+    ),
     'runs': [
       dict(r, measurements=[dict(source=s, mode=m, **v) for (s, m), v in r['measurements'].items()])
       for r in runs

@@ -59,5 +59,6 @@ def test_feeding_benchmark_at_a_tiny_size(tmp_path):
     assert chip['train_clips_per_s'] > 0 and chip['test_videos_per_s'] > 0
     for side, source, mode in expected:
       assert chip[f'cores_{mode}_{side}_{source}'] > 0
+    assert chip['read_mb_per_s_train_ours'] > 0 and chip['read_mb_per_s_test_mmaction2'] > 0
   assert '| ours, TFRecords on local disk | train clips/s |' in proc.stdout
   assert 'Host cores to keep one chip at 40% MFU' in proc.stdout
