@@ -56,16 +56,25 @@ class KeepRecordedBest(policies.PreservationPolicy):
     return [info.step == best for info in checkpoints]
 
 
-def recorded_best_step(directory: str) -> int | None:
-  """`meta['best']['step']` of the newest finished step whose record is readable."""
+def newest_record(directory: str) -> dict[str, Any]:
+  """The JSON record (`meta`) of the newest finished step whose record is readable; {} if none.
+  Read without orbax, so before anything is set up."""
   for step in integrity.finished_steps(directory):
     try:
       record = storage.read_bytes(storage.join(directory, str(step), META, 'metadata'))
-      best = (json.loads(record.decode('utf-8')).get('best') or {}).get('step')
-    except (OSError, ValueError, AttributeError):
+      meta = json.loads(record.decode('utf-8'))
+    except (OSError, ValueError):
       continue
-    return int(best) if best is not None else None
-  return None
+    if isinstance(meta, dict):
+      return meta
+  return {}
+
+
+def recorded_best_step(directory: str) -> int | None:
+  """`meta['best']['step']` of the newest finished step whose record is readable."""
+  best = newest_record(directory).get('best') or {}
+  step = best.get('step') if isinstance(best, dict) else None
+  return int(step) if step is not None else None
 
 
 def create_manager(

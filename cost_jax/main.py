@@ -6,19 +6,24 @@ r"""Command line entry: train (resuming from the workdir) or run the test protoc
 Multi-process runs call `jax.distributed.initialize()` when the environment is a cluster that JAX
 detects (SLURM with several tasks, Open MPI, TPU pods), or with the explicit flags
 --coordinator_address, --num_processes and --process_id. A run stopped by SIGTERM saves a
-checkpoint and exits with status 143; starting the same command again resumes it.
+checkpoint and exits with status 143; starting the same command again resumes it. If a process
+of a multi-process run dies, the others stop within about --heartbeat_timeout seconds, with an
+error naming it (`cost_jax.distributed`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cost_jax import cli
+from cost_jax import cli, distributed
+
+# Their former home: tests call main.cluster_detected and main.initialize_distributed.
+from cost_jax.distributed import cluster_detected  # noqa: F401
+from cost_jax.distributed import initialize as initialize_distributed  # noqa: F401
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
@@ -40,50 +45,20 @@ flags.DEFINE_string(
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
 flags.DEFINE_integer('process_id', None, 'Index of this process (multi-process).')
+flags.DEFINE_integer(
+  'heartbeat_timeout',
+  distributed.DEFAULT_HEARTBEAT_TIMEOUT_S,
+  'Seconds without a heartbeat after which a process counts as dead and every process stops '
+  '(multi-process).',
+)
+flags.DEFINE_integer(
+  'shutdown_timeout',
+  distributed.DEFAULT_SHUTDOWN_TIMEOUT_S,
+  'Seconds a finished process waits at exit for the others (multi-process).',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 INTERRUPTED_EXIT_CODE = 143
-
-
-def cluster_detected(environ: Mapping[str, str]) -> bool:
-  """Whether the environment describes a multi-process job that JAX can set up by itself."""
-
-  def count(key):
-    try:
-      return int(environ.get(key, '1'))
-    except ValueError:
-      return 1
-
-  if 'SLURM_JOB_ID' in environ and count('SLURM_NTASKS') > 1:
-    return True
-  if count('OMPI_COMM_WORLD_SIZE') > 1:
-    return True
-  return ',' in environ.get('TPU_WORKER_HOSTNAMES', '')
-
-
-def initialize_distributed(
-  coordinator_address: str | None,
-  num_processes: int | None,
-  process_id: int | None,
-  environ: Mapping[str, str],
-) -> bool:
-  """Calls `jax.distributed.initialize` when asked to or when on a cluster; True if it did."""
-  import jax
-
-  explicit = (coordinator_address, num_processes, process_id)
-  if any(v is not None for v in explicit):
-    if any(v is None for v in explicit):
-      raise cli.UsageError(
-        '--coordinator_address, --num_processes and --process_id go together; give all three'
-      )
-    jax.distributed.initialize(
-      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
-    )
-    return True
-  if cluster_detected(environ):
-    jax.distributed.initialize()
-    return True
-  return False
 
 
 def main(argv):
@@ -111,8 +86,13 @@ def _run(argv) -> None:
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators for JAX
-  initialize_distributed(
-    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, os.environ
+  distributed.initialize(
+    FLAGS.coordinator_address,
+    FLAGS.num_processes,
+    FLAGS.process_id,
+    os.environ,
+    heartbeat_timeout_s=FLAGS.heartbeat_timeout,
+    shutdown_timeout_s=FLAGS.shutdown_timeout,
   )
   import jax
 

@@ -24,6 +24,7 @@ from clu import metric_writers, periodic_actions
 from cost_jax import (
   checkpointing,
   config_checks,
+  distributed,
   evaluate,
   init_weights,
   optim,
@@ -113,10 +114,53 @@ def _abstract_state(config, model, tx, mesh) -> TrainState:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
 
 
-def _initial_state(config, model, tx, mesh, init_source) -> TrainState:
+def initial_state(config, model, tx, mesh, init_source) -> TrainState:
+  """The state of step 0, replicated over `mesh` (`init_source`: None for random weights)."""
   variables = init_weights.initial_variables(config, init_source, seed=config.seed)
   build = jax.jit(_state_builder(config, model, tx), out_shardings=sharding.replicated(mesh))
   return build(jax.random.PRNGKey(config.seed), variables)
+
+
+def jit_train_step(config, model, tx, schedule, mesh) -> Callable[..., tuple[TrainState, Any]]:
+  """The jitted update: state replicated and donated, batches from `device_batch`."""
+  repl = sharding.replicated(mesh)
+  return xla_options.jit(
+    functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, data_config=config.data
+    ),
+    in_shardings=(repl, sharding.batch_sharding(mesh, batch_axis=1)),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
+
+
+def device_batch(host_batch: dict[str, np.ndarray], config, mesh) -> dict[str, jax.Array]:
+  """This process's (B / processes, ...) train batch -> the global (grad_accum_steps, B /
+  grad_accum_steps, ...) batch: micro-batch a holds rows a * m .. (a + 1) * m - 1 of every
+  process's part (m = B / processes / grad_accum_steps), processes in order."""
+  return sharding.host_to_global(
+    sharding.split_micro_batches(host_batch, config.grad_accum_steps), mesh, batch_axis=1
+  )
+
+
+def _check_topology(config, workdir: str, resuming: bool) -> None:
+  """`check_batching` on this topology. Resuming keeps the global batch, so a failure then
+  names the topology the run was saved on and this one, without suggesting another batch."""
+  try:
+    config_checks.check_batching(
+      config, num_devices=jax.device_count(), num_processes=jax.process_count()
+    )
+  except config_checks.ConfigError as e:
+    if not resuming:
+      raise
+    saved = checkpointing.newest_record(layout.checkpoints_dir(workdir)).get('topology')
+    problem = str(e).split('; ')[0]  # without the advice to change the batch size
+    raise config_checks.ConfigError(
+      f'cannot resume {workdir} on {distributed.describe(distributed.topology())}: {problem}. '
+      f'The run was saved on {distributed.describe(saved) if saved else "another topology"} '
+      f'with batch_size={config.batch_size}, which a resume keeps: resume on processes and '
+      'devices that divide it, or use a new --workdir'
+    ) from None
 
 
 class _MetricsWindow:
@@ -182,9 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = storage.absolute(workdir, '--workdir')
   # -- fail fast: nothing below this block writes, reads video data or compiles anything
   config_checks.check_model_and_optimizer(config)
-  config_checks.check_batching(
-    config, num_devices=jax.device_count(), num_processes=jax.process_count()
-  )
+  resuming = layout.has_checkpoint(workdir)
+  _check_topology(config, workdir, resuming)
   config_checks.check_data_dir(config)
   config_checks.check_crops(config.data, 'train')
   config_checks.check_crops(config.data, 'val')
@@ -196,7 +239,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   }
   # every process must see the same workdir and data (a marker of process 0; one line if not)
   shared_storage.check_shared(workdir, config.data.data_dir)
-  resuming = layout.has_checkpoint(workdir)
   init_source = None if resuming else init_weights.resolve(config)  # may download
 
   storage.makedirs(workdir)
@@ -225,8 +267,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info(
       'Resumed from step %d (epoch %.2f)', int(state.step), int(state.step) / epoch_steps
     )
+    logging.info(
+      '%s', distributed.resume_note(meta.get('topology'), distributed.topology(), config.batch_size)
+    )
   else:
-    state = _initial_state(config, model, tx, mesh, init_source)
+    state = initial_state(config, model, tx, mesh, init_source)
   start_step = int(sharding.to_host(state.step))
   manager = checkpointing.create_manager(
     layout.checkpoints_dir(workdir), keep=config.keep_checkpoints
@@ -249,15 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mode='val',
     **processes,
   )
-  repl = sharding.replicated(mesh)
-  train_step = xla_options.jit(
-    functools.partial(
-      steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, data_config=config.data
-    ),
-    in_shardings=(repl, sharding.batch_sharding(mesh, batch_axis=1)),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
-  )
+  train_step = jit_train_step(config, model, tx, schedule, mesh)
   val_step = evaluate.inference_fn(
     functools.partial(steps.eval_step, model=model, data_config=config.data), mesh
   )
@@ -276,12 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with checkpointing.PreemptionFlag() as preemption:
       for step in range(start_step, total_steps):
-        batch = sharding.host_to_global(
-          sharding.split_micro_batches(next(train_iter), config.grad_accum_steps),
-          mesh,
-          batch_axis=1,
-        )
-        state, step_metrics = train_step(state, batch)
+        state, step_metrics = train_step(state, device_batch(next(train_iter), config, mesh))
         done = step + 1
         window.add(done, step_metrics, last_saved)
         progress(done)
@@ -317,6 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             'train_input_position': done,
             'batch_size': config.batch_size,
             'steps_per_epoch': epoch_steps,
+            'topology': distributed.topology(),
             'best': dict(best),
             'val': val,
           }
