@@ -83,9 +83,7 @@ def _run(argv) -> None:
   if FLAGS.checkpoint:
     storage.check(FLAGS.checkpoint, '--checkpoint')
   checkpointing.quiet_orbax_logs()
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators for JAX
+  cli.start_runtime()  # tf.data only, no accelerator for TF; JAX's compilation cache on
   distributed.initialize(
     FLAGS.coordinator_address,
     FLAGS.num_processes,
