@@ -517,7 +517,12 @@ def orchestrate() -> dict[str, Any]:
         sys.path.insert(0, os.path.join(REPO, 'tests'))
         import gcs_emulator
 
-        emulator = gcs_emulator.GcsEmulator()
+        try:
+          emulator = gcs_emulator.GcsEmulator()
+        except ModuleNotFoundError as e:
+          raise app.UsageError(
+            f'--gcs needs the GCS emulator of requirements-dev.txt ({e}); --nogcs skips gs://'
+          ) from None
         data_dirs['gs'] = upload_tree(emulator, data_dir, 'feeding/data')
         env = dict(os.environ, **emulator.env())
       plan = []
