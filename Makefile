@@ -43,17 +43,11 @@ clean:
 # `make test` stay the CPU install.
 .PHONY: venv-gpu venv-tpu
 
-$(VENV)/.installed-gpu: requirements.txt requirements-gpu.txt pyproject.toml
+# $(VENV)/.installed-gpu from requirements-gpu.txt, $(VENV)/.installed-tpu from requirements-tpu.txt.
+$(VENV)/.installed-%: requirements.txt requirements-%.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-gpu.txt
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $@
-
-$(VENV)/.installed-tpu: requirements.txt requirements-tpu.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-tpu.txt
+	$(PY) -m pip install --quiet -r requirements-$*.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
