@@ -408,17 +408,6 @@ def cores_needed(
   return out
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 LABELS = {
   ('ours', 'local'): 'ours, TFRecords on local disk',
   ('ours', 'gs'): 'ours, TFRecords on gs:// (emulator)',
@@ -598,7 +587,11 @@ def orchestrate() -> dict[str, Any]:
     versions.update({f'{run["side"]}_{k}': v for k, v in run['info'].items() if k != 'cpus'})
   return {
     'benchmark': 'feeding',
-    'host': {'cpu': _cpu_name(), 'cpus': len(all_cpus), 'python': platform.python_version()},
+    'host': {
+      'cpu': feeding_common.cpu_name(),
+      'cpus': len(all_cpus),
+      'python': platform.python_version(),
+    },
     'versions': versions,
     'mmaction2': bool(mm_python),
     'mmaction2_note': '' if mm_python else 'not measured: no --mmaction2_python',

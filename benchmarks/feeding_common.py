@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from typing import Any, Callable, Iterable
 
 RESULT_PREFIX = 'FEEDING_RESULT '
 _CLK_TCK = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_name() -> str:
+  """The host CPU's model name (Linux), else what `platform` knows."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def _threads(pid: int) -> list[int]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import csv
 import os
-import platform
 import tempfile
 import time
 from typing import Any
 
 import av
+import feeding_common  # benchmarks/, the script's own folder
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
@@ -217,17 +217,6 @@ def _pyav_rates(cfg, paths: list[str]) -> dict[str, dict[str, float]]:
   return rates
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main(argv: list[str]) -> None:
   del argv
   tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -253,7 +242,7 @@ def main(argv: list[str]) -> None:
   views = metrics.num_test_views(cfg)
   rows = []
   print(
-    f'\nInput pipeline on one thread, per CPU-second ({_cpu_name()}); clips '
+    f'\nInput pipeline on one thread, per CPU-second ({feeding_common.cpu_name()}); clips '
     f'{cfg.clip_len}x{cfg.frame_interval}'
   )
   for key, conversion in conversions.items():
@@ -289,7 +278,7 @@ def main(argv: list[str]) -> None:
   result: dict[str, Any] = {
     'benchmark': 'input_pipeline',
     'threads': 1,
-    'cpu': _cpu_name(),
+    'cpu': feeding_common.cpu_name(),
     'tensorflow': tf.__version__,
     'pyav': av.__version__,
     'recipe': {
