@@ -50,13 +50,13 @@ def run_arch(arch: str, data_dir: str, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) and tests one model; returns its row of the results table."""
   import importlib
 
-  from cost_jax import evaluate, train
+  from cost_jax.training import evaluate, loop
 
   config = importlib.import_module(CONFIGS[arch]).get_config()
   config.data.data_dir = data_dir
   run_dir = os.path.join(workdir, arch)
   start = time.monotonic()
-  summary = train.train_and_evaluate(config, run_dir)
+  summary = loop.train_and_evaluate(config, run_dir)
   train_seconds = time.monotonic() - start
   tested = evaluate.run_test_protocol(config, run_dir)
   return {
@@ -101,9 +101,9 @@ def main(argv):
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')
-  from cost_jax import checkpointing
+  from cost_jax.checkpoints import saving
 
-  checkpointing.quiet_orbax_logs()
+  saving.quiet_orbax_logs()
   workdir = os.path.abspath(FLAGS.workdir)
   start = time.monotonic()
   data_dir = prepare_data(workdir)

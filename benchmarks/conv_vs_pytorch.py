@@ -7,7 +7,7 @@ forward (the mirror's own call) and backward (autograd over one recorded forward
 weight gradients; weight only for the stem, whose input needs no gradient) against the JAX
 computation the `auto` formulation runs for that convolution (folded 2D
 convolutions, pointwise convolutions as matmuls with their hand-written gradient), compiled with
-`cost_jax.xla_options`. Totals weight each row by how often the model runs it. Outputs and
+`cost_jax.runtime.xla_options`. Totals weight each row by how often the model runs it. Outputs and
 gradients are checked equal (to `--rtol` of their largest value) before timing.
 
   python benchmarks/conv_vs_pytorch.py [--arch costb] [--batch 2] [--frames 8] [--repeats 15]
@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_pytorch  # noqa: E402  (benchmarks/, the script's own folder; exits 2 without torch)
 
-from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import conv as conv_lib  # noqa: E402
 from cost_jax.models import cost_layer  # noqa: E402
+from cost_jax.runtime import xla_options  # noqa: E402
 
 torch, torch_cost, F = vs_pytorch.torch, vs_pytorch.torch_cost, vs_pytorch.F
 TIMED = ('torch_fwd', 'torch_bwd', 'jax_fwd', 'jax_bwd')

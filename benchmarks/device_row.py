@@ -36,11 +36,11 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
-from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models import precision as precision_lib  # noqa: E402
 from cost_jax.models.defaults import get_model_config  # noqa: E402  (configs/ imports TF)
 from cost_jax.models.recognizer import resolve_conv_impl  # noqa: E402
+from cost_jax.runtime import xla_options  # noqa: E402
 
 PRECISIONS = ('float32', 'bfloat16')  # the probe's matmuls on a GPU or TPU
 

@@ -28,8 +28,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from configs import base
-from cost_jax import metrics, storage
+from cost_jax import storage
 from cost_jax.data import input_pipeline, sampling, schema, transforms
+from cost_jax.training import metrics
 from data_prep import convert
 
 _TFRECORD_DIR = flags.DEFINE_string('tfrecord_dir', '', 'existing TFRecords (else synthetic)')

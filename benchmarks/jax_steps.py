@@ -15,7 +15,8 @@ from flax import linen as nn
 LR, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.01, 0.9, 1e-4, 40.0
 
 # A benchmark's `--impls` entry is a `model.conv_impl`, compiled with cost_jax's measured XLA
-# options (`cost_jax.xla_options.jit`), or with this suffix: with XLA's defaults, for comparison.
+# options (`cost_jax.runtime.xla_options.jit`), or with this suffix: with XLA's defaults, for
+# comparison.
 XLA_DEFAULT_SUFFIX = ':xla-default'
 
 

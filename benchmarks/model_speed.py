@@ -7,7 +7,7 @@ memory.
 
 Every row is measured in the same run as the fp32 matmul peak it is compared with; every arch is
 timed in each `model.conv_impl` of `--impls` (suffixed `:xla-default`: compiled with XLA's default
-options instead of `cost_jax.xla_options`) and each `model.precision` of `--precisions`
+options instead of `cost_jax.runtime.xla_options`) and each `model.precision` of `--precisions`
 (`--dtypes`, its old name, still works). Medians over `--repeats` timed calls after one warm-up
 call. Memory: XLA's plan for the compiled train step (arguments + outputs + temporaries) and, on
 GPU/TPU, the device's peak bytes in use since the process started (run one arch, impl and
@@ -29,9 +29,9 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
-from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models.defaults import get_model_config  # noqa: E402  (configs/ imports TF)
+from cost_jax.runtime import xla_options  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -126,7 +126,7 @@ def main() -> None:
   parser.add_argument(
     '--impls',
     default='fold2d_custom_grads,fold2d_custom_grads:xla-default,fold2d',
-    help='model.conv_impl values to time, compiled with cost_jax.xla_options or, suffixed '
+    help='model.conv_impl values to time, compiled with cost_jax.runtime.xla_options or, suffixed '
     f'{jax_steps.XLA_DEFAULT_SUFFIX}, with XLA defaults',
   )
   parser.add_argument(

@@ -166,7 +166,7 @@ def train_demo(workdir: str) -> list[dict[str, Any]]:
   """`make demo`'s CoST(b) trained and tested once per precision; one row each."""
   import demo
   from configs import demo_costb
-  from cost_jax import evaluate, train
+  from cost_jax.training import evaluate, loop
 
   data_dir = demo.prepare_data(workdir)
   rows = []
@@ -176,7 +176,7 @@ def train_demo(workdir: str) -> list[dict[str, Any]]:
     config.model.precision = precision
     run_dir = os.path.join(workdir, f'costb_{precision}')
     start = time.monotonic()
-    summary = train.train_and_evaluate(config, run_dir)
+    summary = loop.train_and_evaluate(config, run_dir)
     seconds = time.monotonic() - start
     tested = evaluate.run_test_protocol(config, run_dir)
     rows.append(

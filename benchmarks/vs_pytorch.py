@@ -17,12 +17,12 @@ against the torch model run in fp64: JAX fp32's max |error| / max |value| must b
 whose own error grows where BatchNorm normalises few values (small inputs, deep layers).
 
 Timing: after one warm-up call of each, the JAX formulations (`--impls`: a `model.conv_impl`,
-compiled with `cost_jax.xla_options`, or with XLA's defaults when suffixed `:xla-default`) and
-torch are called in turn, `--repeats` rounds (the order reverses every round), and the medians
+compiled with `cost_jax.runtime.xla_options`, or with XLA's defaults when suffixed `:xla-default`)
+and torch are called in turn, `--repeats` rounds (the order reverses every round), and the medians
 are reported. Forward: eval mode (`torch.inference_mode`). Train step: the official recipe's
-cross-entropy, backward, gradient clipping at global norm 40, SGD (momentum 0.9, weight decay
-1e-4); in JAX one jitted step (optax clip_by_global_norm + add_decayed_weights + sgd) with the
-state donated, as a training loop runs it. Ratio = torch time / JAX time (> 1: JAX is faster).
+cross-entropy, backward, gradient clipping at global norm 40, SGD (momentum 0.9, weight decay 1e-4);
+in JAX one jitted step (optax clip_by_global_norm + add_decayed_weights + sgd) with the state
+donated, as a training loop runs it. Ratio = torch time / JAX time (> 1: JAX is faster).
 
 `--memory`: a fresh subprocess per (framework, arch, impl, batch, frames) builds the model, the
 optimiser state (torch's momentum buffers allocated up front) and the inputs (JAX: and compiles
@@ -54,11 +54,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax_steps  # noqa: E402  (benchmarks/, the script's own folder)
 
 from configs import base  # noqa: E402
-from cost_jax import xla_options  # noqa: E402
 from cost_jax.models import create_model  # noqa: E402
 from cost_jax.models.recognizer import CONV_IMPLS  # noqa: E402
 from cost_jax.models.resnet3d import ARCHS, STAGE_BLOCKS  # noqa: E402
 from cost_jax.models.variables import init_variables  # noqa: E402
+from cost_jax.runtime import xla_options  # noqa: E402
 from cost_jax.weights.mmaction2 import variables_to_state_dict  # noqa: E402
 
 try:
@@ -612,7 +612,8 @@ def parse_args(argv=None):
     '--impls',
     default='auto,auto:xla-default',
     help=f'JAX model.conv_impl values to time ({CONV_IMPLS}; others are skipped), compiled '
-    f'with cost_jax.xla_options, or with XLA defaults if suffixed {jax_steps.XLA_DEFAULT_SUFFIX}',
+    'with cost_jax.runtime.xla_options, or with XLA defaults if suffixed '
+    f'{jax_steps.XLA_DEFAULT_SUFFIX}',
   )
   parser.add_argument('--threads', type=int, default=os.cpu_count(), help='torch threads')
   parser.add_argument('--scaling', action='store_true', help='also batch 1-8 and frames 8/16')

@@ -28,10 +28,11 @@ import numpy as np
 from absl import flags
 from flax import traverse_util
 
-from cost_jax import cli, storage, xla_options
+from cost_jax import cli, storage
 from cost_jax.data import transforms
 from cost_jax.inference import loading
 from cost_jax.inference.protocol import PROTOCOL_FIELDS
+from cost_jax.runtime import xla_options
 
 VIEW_NAMES = ('H-W', 'T-W', 'T-H')  # order of the coefficients (CoSTConv's VIEWS)
 JSON_NAME = 'view_weights.json'

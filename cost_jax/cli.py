@@ -18,11 +18,11 @@ class UsageError(Exception):
 def user_errors() -> tuple[type[Exception], ...]:
   """Exceptions that report a user's mistake rather than a bug of ours, or a condition the user
   must fix (a damaged checkpoint, a full disk)."""
-  from cost_jax.checkpoint_integrity import CheckpointDamagedError, TrainStateMismatchError
-  from cost_jax.config_checks import ConfigError
+  from cost_jax.checkpoints.disk_space import DiskFullError
+  from cost_jax.checkpoints.integrity import CheckpointDamagedError, TrainStateMismatchError
   from cost_jax.data.schema import DatasetError
-  from cost_jax.disk_space import DiskFullError
   from cost_jax.storage import UnsupportedLocationError
+  from cost_jax.training.config_checks import ConfigError
   from cost_jax.weights.download import WeightsUnavailableError
   from cost_jax.weights.mmaction2 import ArchitectureMismatchError, CheckpointMismatchError
   from cost_jax.weights.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
@@ -104,7 +104,7 @@ def start_runtime() -> None:
   and JAX's persistent compilation cache is on (`compilation_cache`)."""
   import tensorflow as tf
 
-  from cost_jax import compilation_cache
+  from cost_jax.runtime import compilation_cache
 
   tf.config.set_visible_devices([], 'GPU')
   compilation_cache.enable()

@@ -27,8 +27,9 @@ import jax
 import numpy as np
 from absl import flags
 
-from cost_jax import cli, metrics, storage
+from cost_jax import cli, storage
 from cost_jax.inference import loading
+from cost_jax.training import metrics
 
 FORMATS = ('savedmodel', 'stablehlo', 'both')
 SAVED_MODEL_DIR = 'saved_model'

@@ -8,7 +8,7 @@ detects (SLURM with several tasks, Open MPI, TPU pods), or with the explicit fla
 --coordinator_address, --num_processes and --process_id. A run stopped by SIGTERM saves a
 checkpoint and exits with status 143; starting the same command again resumes it. If a process
 of a multi-process run dies, the others stop within about --heartbeat_timeout seconds, with an
-error naming it (`cost_jax.distributed`).
+error naming it (`cost_jax.runtime.distributed`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cost_jax import cli, distributed
+from cost_jax import cli
+from cost_jax.runtime import distributed
 
 # Their former home: tests call main.cluster_detected and main.initialize_distributed.
-from cost_jax.distributed import cluster_detected  # noqa: F401
-from cost_jax.distributed import initialize as initialize_distributed  # noqa: F401
+from cost_jax.runtime.distributed import cluster_detected  # noqa: F401
+from cost_jax.runtime.distributed import initialize as initialize_distributed  # noqa: F401
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
@@ -77,12 +78,13 @@ def _run(argv) -> None:
       '(use config.init.mmaction2 or config.init.checkpoint to start from '
       'other weights)'
     )
-  from cost_jax import checkpointing, storage
+  from cost_jax import storage
+  from cost_jax.checkpoints import saving
 
   storage.check(FLAGS.workdir, '--workdir')  # an unsupported scheme stops before any write
   if FLAGS.checkpoint:
     storage.check(FLAGS.checkpoint, '--checkpoint')
-  checkpointing.quiet_orbax_logs()
+  saving.quiet_orbax_logs()
   cli.start_runtime()  # tf.data only, no accelerator for TF; JAX's compilation cache on
   distributed.initialize(
     FLAGS.coordinator_address,
@@ -94,7 +96,7 @@ def _run(argv) -> None:
   )
   import jax
 
-  from cost_jax import evaluate, train
+  from cost_jax.training import evaluate, loop
 
   logging.info(
     'JAX process %d/%d, %d local / %d global devices (%s)',
@@ -105,7 +107,7 @@ def _run(argv) -> None:
     jax.devices()[0].platform,
   )
   if FLAGS.mode == 'train':
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summary = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if summary['interrupted']:
       sys.exit(INTERRUPTED_EXIT_CODE)
   else:

@@ -23,8 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 from absl import flags
 
-from cost_jax import cli, metrics, storage
+from cost_jax import cli, storage
 from cost_jax.inference import loading, video_clips
+from cost_jax.training import metrics
 
 
 def scores_of_views(

@@ -3,7 +3,7 @@
   python -m tests.pod_scale_step --data_dir=D --out=O [--coordinator_address=A
       --num_processes=N --process_id=I]
 
-1. One update of the project's jitted train step (`train.jit_train_step`, `train.device_batch`,
+1. One update of the project's jitted train step (`loop.jit_train_step`, `loop.device_batch`,
    `sharding.create_mesh`) on a fixed global batch of 16 clips in 2 micro-batches: each process
    feeds its part of every micro-batch, as the input pipeline does. Process 0 writes the new
    state (parameters, BatchNorm statistics, momentum trace = the first step's gradient plus
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from cost_jax import distributed
+from cost_jax.runtime import distributed
 
 GLOBAL_BATCH, MICRO_BATCHES = 16, 2
 GROUP = 4  # BatchNorm groups of 4 clips: on 4 processes x 2 devices each spans 2 processes
@@ -65,8 +65,8 @@ def one_step(config, out: str) -> None:
   import jax.numpy as jnp
   from jax.experimental import multihost_utils
 
-  from cost_jax import optim, sharding, train
   from cost_jax.models import create_model
+  from cost_jax.training import loop, optim, sharding
 
   config.batch_size, config.grad_accum_steps = GLOBAL_BATCH, MICRO_BATCHES
   config.model.bn_group_size = GROUP
@@ -76,16 +76,16 @@ def one_step(config, out: str) -> None:
     config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=1
   )
   tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
-  step = train.jit_train_step(config, model, tx, schedule, mesh)
+  step = loop.jit_train_step(config, model, tx, schedule, mesh)
   results = {}
   variants = ['step'] + (['swapped', 'ulp'] if jax.process_count() == 1 else [])
   for name in variants:
     batch = swap_across_groups(global_batch(config)) if name == 'swapped' else global_batch(config)
     host = host_part(batch, jax.process_index(), jax.process_count())
-    state = train.initial_state(config, model, tx, mesh, None)
+    state = loop.initial_state(config, model, tx, mesh, None)
     if name == 'ulp':  # every parameter one float32 step up: the model's float32 noise
       state = state.replace(params=jax.tree.map(lambda p: jnp.nextafter(p, jnp.inf), state.params))
-    args = (state, train.device_batch(host, config, mesh))
+    args = (state, loop.device_batch(host, config, mesh))
     compiled = step.lower(*args).compile()
     # Gloo gives processes 30 s to meet at a new group's first collective: meet after compiling.
     multihost_utils.sync_global_devices(f'pod_scale_step: compiled {name}')
@@ -99,12 +99,12 @@ def one_step(config, out: str) -> None:
 def read_epochs(config, out: str, num_epochs: int = 2) -> None:
   import jax
 
-  from cost_jax import train
   from cost_jax.data import input_pipeline
+  from cost_jax.training import loop
   from tests import tfrecord_factory
 
   info = input_pipeline.get_dataset_info(config.data.data_dir, config.data.train_split)
-  epoch_steps = train.steps_per_epoch(config, info)
+  epoch_steps = loop.steps_per_epoch(config, info)
   batches = input_pipeline.numpy_batches(
     input_pipeline.create_train_dataset(
       config.data, batch_size=config.batch_size // jax.process_count(), seed=config.seed

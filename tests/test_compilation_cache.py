@@ -1,4 +1,4 @@
-"""The command-line tools turn on JAX's persistent compilation cache (compilation_cache)."""
+"""The command-line tools turn on JAX's persistent compilation cache (runtime/compilation_cache.py)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from tests import train_testlib
 
 SCRIPT = """
 import jax, jax.numpy as jnp
-from cost_jax import compilation_cache
+from cost_jax.runtime import compilation_cache
 print('dir=' + str(compilation_cache.enable()))
 print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum())
 """

@@ -7,9 +7,9 @@ import pytest
 from flax import linen as nn
 
 from configs import base
-from cost_jax import config_checks
 from cost_jax.models import create_model, custom_grads
 from cost_jax.models.recognizer import resolve_conv_impl
+from cost_jax.training import config_checks
 
 POOLS = [
   # (window, strides, padding): the stem's max-pool, its temporal variant, and pool2.

@@ -6,8 +6,8 @@ import os
 import pytest
 import tensorflow as tf
 
-from cost_jax import train
 from cost_jax.data import schema
+from cost_jax.training import loop
 from tests import train_testlib
 
 
@@ -27,7 +27,7 @@ def test_a_shard_damaged_during_training_stops_it_with_the_shard_name(tmp_path):
   train_testlib.write_tiny_dataset(data_dir)
   config = train_testlib.tiny_config(data_dir)
   config.num_epochs = 1
-  assert train.train_and_evaluate(config, workdir)['step'] == 2
+  assert loop.train_and_evaluate(config, workdir)['step'] == 2
   steps = train_testlib.checkpoint_steps(workdir)
   checkpoints = _files(os.path.join(workdir, 'checkpoints'))
   # A disk error in the middle of a shard: same size, so the check before compiling passes.
@@ -39,7 +39,7 @@ def test_a_shard_damaged_during_training_stops_it_with_the_shard_name(tmp_path):
     f.write(bytes([byte[0] ^ 0xFF]))
   config.num_epochs = 2  # resume for a second epoch
   with pytest.raises((tf.errors.OpError, schema.DatasetError)) as error:
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert shard in str(error.value) and 'damaged shard' in str(error.value)
   assert train_testlib.checkpoint_steps(workdir) == steps == [2]
   assert _files(os.path.join(workdir, 'checkpoints')) == checkpoints

@@ -30,10 +30,10 @@ import jax
 import numpy as np
 import pytest
 
-from cost_jax import checkpoint_integrity as integrity
-from cost_jax import checkpointing, optim, sharding, train
+from cost_jax.checkpoints import integrity, saving
 from cost_jax.inference import loading
 from cost_jax.models import create_model
+from cost_jax.training import loop, optim, sharding
 from tests import train_testlib
 from tests.fault_injection import FAULT_ENV, TMP_SUFFIX
 
@@ -328,7 +328,7 @@ def _template(config):
     config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=2
   )
   tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
-  return train._abstract_state(config, model, tx, sharding.create_mesh())
+  return loop._abstract_state(config, model, tx, sharding.create_mesh())
 
 
 @pytest.fixture(scope='module')
@@ -338,7 +338,7 @@ def two_checkpoints(tmp_path_factory):
   config = train_testlib.tiny_config('unused')
   template = _template(config)
   directory = str(tmp_path_factory.mktemp('two') / 'checkpoints')
-  manager = checkpointing.create_manager(directory, keep=KEEP, async_save=False)
+  manager = saving.create_manager(directory, keep=KEEP, async_save=False)
   rng = np.random.default_rng(0)
   states = {}
   for step in (1, 2):
@@ -346,8 +346,8 @@ def two_checkpoints(tmp_path_factory):
       lambda s: jax.device_put(rng.standard_normal(s.shape).astype(s.dtype), s.sharding), template
     )
     meta = {'step': step, 'batch_size': 4, 'best': {'val_top1': 0.5, 'step': 2}}
-    checkpointing.save(manager, states[step], meta, metrics={'val_top1': 0.25 * step})
-  checkpointing.finish(manager)
+    saving.save(manager, states[step], meta, metrics={'val_top1': 0.25 * step})
+  saving.finish(manager)
   return {
     'directory': directory,
     'states': states,
@@ -403,7 +403,7 @@ def _damage_trial(two, root: str, rel: str, kind: str) -> tuple[str, list[str]]:
     problems.append(f'the loader raised {type(e).__name__}: {integrity.short_reason(e)}')
 
   try:  # the trainer's resume
-    state, meta = checkpointing.restore_newest_intact(checkpoints, two['template'])
+    state, meta = saving.restore_newest_intact(checkpoints, two['template'])
   except Exception as e:
     problems.append(f'the resume raised {type(e).__name__}: {integrity.short_reason(e)}')
     return f'loader {loader}, resume failed', problems
@@ -467,11 +467,11 @@ def test_every_checkpoint_damaged_or_mismatched_moves_nothing(two_checkpoints, t
   other = train_testlib.tiny_config('unused')
   other.model.num_classes = 5
   with pytest.raises(integrity.TrainStateMismatchError, match='intact but does not fit'):
-    checkpointing.restore_newest_intact(checkpoints, _template(other))
+    saving.restore_newest_intact(checkpoints, _template(other))
   for step in (1, 2):
     _damage(os.path.join(checkpoints, str(step), 'state', 'manifest.ocdbt'), 'delete')
   with pytest.raises(integrity.NoIntactCheckpointError) as error:
-    checkpointing.restore_newest_intact(checkpoints, two_checkpoints['template'])
+    saving.restore_newest_intact(checkpoints, two_checkpoints['template'])
   assert '\n' not in str(error.value) and '2: ' in str(error.value) and '1: ' in str(error.value)
   assert sorted(os.listdir(checkpoints)) == ['1', '2']
 
@@ -483,15 +483,15 @@ def test_best_checkpoint_outlives_a_restart(tmp_path):
   state = {'w': np.zeros(3, np.float32)}
   best = {'val_top1': 0.9, 'step': 1}
   for steps in ((1, 2), (3, 4, 5)):  # two processes
-    manager = checkpointing.create_manager(directory, keep=1, async_save=False)
+    manager = saving.create_manager(directory, keep=1, async_save=False)
     for step in steps:
-      checkpointing.save(
+      saving.save(
         manager,
         state,
         {'step': step, 'best': best},
         metrics={'val_top1': 0.9 if step == 1 else 0.1},
       )
-    checkpointing.finish(manager)
+    saving.finish(manager)
   assert integrity.finished_steps(directory) == [5, 1]
 
 

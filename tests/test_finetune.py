@@ -15,11 +15,12 @@ import pytest
 from flax import traverse_util
 
 from configs import base, finetune_list
-from cost_jax import checkpointing, config_checks, init_weights, optim, steps, train
-from cost_jax.config_checks import ConfigError
+from cost_jax.checkpoints import saving
 from cost_jax.inference import loading
 from cost_jax.models import create_model
-from cost_jax.state import create_train_state
+from cost_jax.training import config_checks, init_weights, loop, optim, steps
+from cost_jax.training.config_checks import ConfigError
+from cost_jax.training.state import create_train_state
 from cost_jax.weights import import_mmaction2, saved
 from cost_jax.weights.mmaction2 import ArchitectureMismatchError
 from tests import fixtures, train_testlib
@@ -228,10 +229,10 @@ def test_backbone_lr_multiplier_scales_only_the_backbone_step():
 
 
 def _save_steps(directory, bests):
-  manager = checkpointing.create_manager(directory, keep=5, async_save=False)
+  manager = saving.create_manager(directory, keep=5, async_save=False)
   for step, best in bests:
     state = {'w': np.full(2, step, np.float32)}
-    checkpointing.save(
+    saving.save(
       manager,
       state,
       {'step': step, 'best': best},
@@ -267,7 +268,7 @@ def test_fine_tuning_run_from_an_mmaction2_checkpoint(tmp_path):
   config.optimizer.backbone_lr_mult = 0.1
   config.num_epochs = 1
   workdir = str(tmp_path / 'work')
-  summary = train.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   assert summary['step'] == 2
   state = train_testlib.load_state(workdir, 2)
   _, reference = import_mmaction2(fixtures.path('costb.pth'))

@@ -27,7 +27,7 @@ import textwrap
 import ml_collections
 import pytest
 
-from cost_jax import config_checks, optim
+from cost_jax.training import config_checks, optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, 'docs', 'launch.md')

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import metrics
+from cost_jax.training import metrics
 
 # 4 videos, 4 classes. Rankings (best first): v0: 2,0,1,3  v1: 1,2,0,3  v2: 3,0,2,1  v3: 0,3,1,2
 SCORES = np.array(

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from configs import base
-from cost_jax import optim
+from cost_jax.training import optim
 
 
 def _opt_config(**overrides) -> ml_collections.ConfigDict:

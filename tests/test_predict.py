@@ -8,11 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from cost_jax import checkpointing, predict
+from cost_jax import predict
+from cost_jax.checkpoints import saving
 from cost_jax.data import sampling, transforms
 from cost_jax.data.labels import read_label_names
 from cost_jax.inference import loading, video_clips
-from cost_jax.state import TrainState
+from cost_jax.training.state import TrainState
 from cost_jax.weights import import_mmaction2
 from cost_jax.weights.saved import save_model
 from tests import fixtures, train_testlib, video_factory
@@ -173,7 +174,7 @@ def _trainer_workdir(root, config, variables, steps):
   with open(os.path.join(workdir, 'manifests', 'val.manifest.json'), 'w') as f:
     json.dump({'split': 'val', 'label_map': NAMES[::-1], 'num_classes': 10}, f)
   tx = optax.sgd(0.1, momentum=0.9)
-  manager = checkpointing.create_manager(os.path.join(workdir, 'checkpoints'), keep=5)
+  manager = saving.create_manager(os.path.join(workdir, 'checkpoints'), keep=5)
   for step, scale in steps:
     params = jax.tree.map(lambda x, scale=scale: np.asarray(x) * scale, variables['params'])
     state = TrainState(
@@ -183,7 +184,7 @@ def _trainer_workdir(root, config, variables, steps):
       opt_state=tx.init(params),
       rng=np.zeros(2, np.uint32),
     )
-    checkpointing.save(manager, state, {'step': step})
+    saving.save(manager, state, {'step': step})
   manager.wait_until_finished()
   manager.close()
   return workdir

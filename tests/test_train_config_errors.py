@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from cost_jax import cli, config_checks, evaluate, main, train
-from cost_jax.config_checks import ConfigError
+from cost_jax import cli, main
+from cost_jax.training import config_checks, evaluate, loop
+from cost_jax.training.config_checks import ConfigError
 from cost_jax.weights import download
 from tests import train_testlib
 
@@ -87,7 +88,7 @@ def test_train_fails_before_any_work(data_dir, tmp_path, change, message):
   change(config)
   workdir = str(tmp_path / 'work')
   with pytest.raises(ConfigError, match=message):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert not os.path.exists(workdir)  # nothing was written, nothing was compiled
 
 
@@ -128,7 +129,7 @@ def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path
   config.init.resnet2d = url
   workdir = str(tmp_path / 'work')
   with pytest.raises(download.WeightsUnavailableError, match='unreachable'):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert not os.path.exists(workdir)
   # From the command line: one line naming the URL and the way to pass a local file, status 2.
   config_file = train_testlib.write_config_file(str(tmp_path / 'cfg.py'), data_dir)

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from cost_jax import checkpointing, evaluate, metrics, train
+from cost_jax.checkpoints import saving
+from cost_jax.training import evaluate, loop, metrics
 from tests import train_testlib
 
 
@@ -18,7 +19,7 @@ def trained(tmp_path_factory):
   data_dir, workdir = str(root / 'data'), str(root / 'work')
   labels = train_testlib.write_tiny_dataset(data_dir)
   config = train_testlib.tiny_config(data_dir)
-  summary = train.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   return dict(config=config, workdir=workdir, labels=labels, summary=summary)
 
 
@@ -45,8 +46,8 @@ def test_test_protocol_scores_every_video_once(trained):
   assert summary['num_videos'] == 6 and summary['num_views'] == 6
   assert summary['manifest']['num_examples'] == 6
   # The official save_best checkpoint: the step with the best val top-1 of the run.
-  manager = checkpointing.create_manager(os.path.join(workdir, 'checkpoints'), read_only=True)
-  best = checkpointing.read_meta(manager, 4)['best']
+  manager = saving.create_manager(os.path.join(workdir, 'checkpoints'), read_only=True)
+  best = saving.read_meta(manager, 4)['best']
   assert summary['step'] == best['step'] and f'step {best["step"]}' in summary['checkpoint']
   assert 'best val top-1' in summary['reason']
   with np.load(os.path.join(workdir, 'test_val_scores.npz')) as f:
@@ -72,8 +73,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, tmp_path):
   shutil.copytree(
     os.path.join(trained['workdir'], 'checkpoints', '4'), os.path.join(workdir, 'checkpoints', '4')
   )
-  with pytest.raises(train.NonFiniteLossError, match=r'at step 5 .*checkpoint \(step 4\)'):
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(loop.NonFiniteLossError, match=r'at step 5 .*checkpoint \(step 4\)'):
+    loop.train_and_evaluate(config, workdir)
   assert train_testlib.checkpoint_steps(workdir) == [4]
   state = train_testlib.load_state(workdir, 4)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cost_jax.train import StepPlan, plan_step
+from cost_jax.training.loop import StepPlan, plan_step
 
 SCHEDULE = dict(
   steps_per_epoch=10,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from configs import base
-from cost_jax import metrics, optim, sharding, steps
 from cost_jax.models import create_model
-from cost_jax.state import create_train_state
+from cost_jax.training import metrics, optim, sharding, steps
+from cost_jax.training.state import create_train_state
 
 T, SIZE, CLASSES = 4, 32, 3
 

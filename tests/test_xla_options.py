@@ -6,7 +6,7 @@ import jaxlib
 import numpy as np
 import pytest
 
-from cost_jax import xla_options
+from cost_jax.runtime import xla_options
 
 
 def test_options_only_on_measured_platform_and_jaxlib(monkeypatch):

@@ -30,9 +30,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cost_jax import config_checks
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import integrity, records, sampling, schema, transforms
+from cost_jax.training import config_checks
 
 # Shard slices each host reads at once, and each reader's buffer: `data.parallel_reads` and
 # `data.read_buffer_mb`. A bucket serves one object at tens of MB/s but many at line rate, and

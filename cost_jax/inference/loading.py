@@ -25,15 +25,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from cost_jax import checkpoint_integrity as integrity
-from cost_jax import checkpointing, metrics, orbax_quiet, storage, xla_options
-from cost_jax import workdir as layout
+from cost_jax import storage
+from cost_jax.checkpoints import integrity, orbax_quiet, saving
+from cost_jax.checkpoints import workdir as layout
 from cost_jax.data import transforms
 from cost_jax.data.labels import read_label_names
 from cost_jax.inference import builtin_labels
 from cost_jax.inference.protocol import check_protocol, default_protocol
 from cost_jax.models import Recognizer3D, create_model
 from cost_jax.models.variables import abstract_variables, init_variables
+from cost_jax.runtime import xla_options
+from cost_jax.training import metrics
 from cost_jax.weights import saved
 from cost_jax.weights.mmaction2 import infer_model_config, meta_config_int, state_dict_to_variables
 from cost_jax.weights.torch_pickle import load_state_dict
@@ -194,19 +196,19 @@ def select_step_directory(path: str) -> tuple[str, str]:
   `save_best` checkpoint), or its latest where no validation was recorded. A latest step whose
   record cannot be read raises CheckpointDamagedError (naming the intact steps).
   """
-  if storage.basename(path).isdigit() and storage.isdir(storage.join(path, checkpointing.STATE)):
+  if storage.basename(path).isdigit() and storage.isdir(storage.join(path, saving.STATE)):
     return path, 'the step given'
   manager_dir = layout.checkpoints_dir(path)
   if not storage.isdir(manager_dir):
     manager_dir = path
-  step, why = checkpointing.best_or_latest_step(manager_dir)
+  step, why = saving.best_or_latest_step(manager_dir)
   return storage.join(manager_dir, str(step)), why
 
 
 def restore_train_state_variables(step_dir: str, model_config: Mapping[str, Any]) -> dict[str, Any]:
   """params and batch_stats of the TrainState saved in `step_dir` (optimiser state skipped)."""
   template = abstract_variables(model_config)
-  state_dir = storage.join(step_dir, checkpointing.STATE)
+  state_dir = storage.join(step_dir, saving.STATE)
   orbax_quiet.quiet_event_loops()
   try:
     with ocp.PyTreeCheckpointer() as checkpointer:

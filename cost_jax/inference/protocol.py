@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from cost_jax import metrics
 from cost_jax.models.defaults import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from cost_jax.training import metrics
 
 # 8 frames every 8th; val: short side 256, centre crop 224; test: 10 clips x ThreeCrop of 256.
 OFFICIAL_PROTOCOL = dict(

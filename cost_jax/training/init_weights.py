@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from cost_jax import config_checks, storage
-from cost_jax.config_checks import ConfigError
+from cost_jax import storage
 from cost_jax.inference import loading
 from cost_jax.models.head import I3DHead
+from cost_jax.training import config_checks
+from cost_jax.training.config_checks import ConfigError
 from cost_jax.weights import download
 from cost_jax.weights.inflate import inflate_resnet2d
 from cost_jax.weights.mmaction2 import check_against, import_mmaction2

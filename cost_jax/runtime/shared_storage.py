@@ -26,7 +26,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cost_jax import storage
-from cost_jax.config_checks import ConfigError
+from cost_jax.training.config_checks import ConfigError
 
 MARKER_DIR = '.process_check'
 

@@ -19,12 +19,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from cost_jax import config_checks, sharding, shared_storage, steps, storage, xla_options
-from cost_jax import metrics as metrics_lib
-from cost_jax import workdir as layout
+from cost_jax import storage
+from cost_jax.checkpoints import workdir as layout
 from cost_jax.data import input_pipeline
 from cost_jax.inference import builtin_labels, loading
 from cost_jax.models import create_model
+from cost_jax.runtime import shared_storage, xla_options
+from cost_jax.training import config_checks, sharding, steps
+from cost_jax.training import metrics as metrics_lib
 from cost_jax.weights.mmaction2 import import_mmaction2
 
 Batch = dict[str, np.ndarray]

@@ -16,8 +16,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cost_jax import orbax_quiet, storage
-from cost_jax.disk_space import exception_chain
+from cost_jax import storage
+from cost_jax.checkpoints import orbax_quiet
+from cost_jax.checkpoints.disk_space import exception_chain
 
 STATE = 'state'
 META = 'meta'

@@ -8,9 +8,9 @@ from typing import Any, Mapping
 import ml_collections
 
 from cost_jax import storage
-from cost_jax.metrics import VIEW_AVERAGES, num_test_views
 from cost_jax.models.precision import PRECISIONS
 from cost_jax.models.recognizer import CONV_IMPLS
+from cost_jax.training.metrics import VIEW_AVERAGES, num_test_views
 
 INIT_FIELDS = ('resnet2d', 'mmaction2', 'checkpoint')
 

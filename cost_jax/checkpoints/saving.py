@@ -26,9 +26,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from cost_jax import checkpoint_integrity as integrity
-from cost_jax import disk_space, orbax_quiet, storage
-from cost_jax.checkpoint_integrity import META, STATE
+from cost_jax import storage
+from cost_jax.checkpoints import disk_space, integrity, orbax_quiet
+from cost_jax.checkpoints.integrity import META, STATE
 
 BEST_METRIC = 'val_top1'
 TMP_SUFFIX = '.orbax-checkpoint-tmp'

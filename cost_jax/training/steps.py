@@ -16,9 +16,9 @@ import ml_collections
 import optax
 from flax import linen as nn
 
-from cost_jax import metrics as metrics_lib
 from cost_jax.data import transforms
-from cost_jax.state import TrainState
+from cost_jax.training import metrics as metrics_lib
+from cost_jax.training.state import TrainState
 
 Batch = Mapping[str, jax.Array]
 Variables = Mapping[str, Any]

@@ -21,24 +21,15 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from cost_jax import (
-  checkpointing,
-  config_checks,
-  distributed,
-  evaluate,
-  init_weights,
-  optim,
-  sharding,
-  shared_storage,
-  steps,
-  storage,
-  xla_options,
-)
-from cost_jax import metrics as metrics_lib
-from cost_jax import workdir as layout
+from cost_jax import storage
+from cost_jax.checkpoints import saving
+from cost_jax.checkpoints import workdir as layout
 from cost_jax.data import input_pipeline
 from cost_jax.models import create_model
-from cost_jax.state import TrainState, create_train_state
+from cost_jax.runtime import distributed, shared_storage, xla_options
+from cost_jax.training import config_checks, evaluate, init_weights, optim, sharding, steps
+from cost_jax.training import metrics as metrics_lib
+from cost_jax.training.state import TrainState, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -153,7 +144,7 @@ def _check_topology(config, workdir: str, resuming: bool) -> None:
   except config_checks.ConfigError as e:
     if not resuming:
       raise
-    saved = checkpointing.newest_record(layout.checkpoints_dir(workdir)).get('topology')
+    saved = saving.newest_record(layout.checkpoints_dir(workdir)).get('topology')
     problem = str(e).split('; ')[0]  # without the advice to change the batch size
     raise config_checks.ConfigError(
       f'cannot resume {workdir} on {distributed.describe(distributed.topology())}: {problem}. '
@@ -255,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best: dict[str, Any] = {'val_top1': None, 'step': None}
   val = None
   if resuming:  # damaged newer checkpoints are moved aside (logged), never deleted
-    state, meta = checkpointing.restore_newest_intact(
+    state, meta = saving.restore_newest_intact(
       layout.checkpoints_dir(workdir), _abstract_state(config, model, tx, mesh)
     )
     if meta.get('batch_size') != config.batch_size:
@@ -273,9 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     state = initial_state(config, model, tx, mesh, init_source)
   start_step = int(sharding.to_host(state.step))
-  manager = checkpointing.create_manager(
-    layout.checkpoints_dir(workdir), keep=config.keep_checkpoints
-  )
+  manager = saving.create_manager(layout.checkpoints_dir(workdir), keep=config.keep_checkpoints)
 
   processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
   train_iter = input_pipeline.numpy_batches(
@@ -311,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_saved = manager.latest_step()
   interrupted = False
   try:
-    with checkpointing.PreemptionFlag() as preemption:
+    with saving.PreemptionFlag() as preemption:
       for step in range(start_step, total_steps):
         state, step_metrics = train_step(state, device_batch(next(train_iter), config, mesh))
         done = step + 1
@@ -354,11 +343,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             'val': val,
           }
           with progress.timed('checkpoint'):
-            checkpointing.save(
+            saving.save(
               manager,
               state,
               meta,
-              metrics=({checkpointing.BEST_METRIC: step_val['top1']} if step_val else None),
+              metrics=({saving.BEST_METRIC: step_val['top1']} if step_val else None),
             )
           last_saved = done
         if plan.stop:
@@ -366,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.warning('Stopped by SIGTERM after step %d; checkpoint saved', done)
           break
   finally:
-    checkpointing.finish(manager, state)  # DiskFullError if the last save ran out of space
+    saving.finish(manager, state)  # DiskFullError if the last save ran out of space
     writer.flush()
   summary = {
     'interrupted': interrupted,
