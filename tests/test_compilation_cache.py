@@ -1,4 +1,4 @@
-"""The command-line tools turn on JAX's persistent compilation cache (runtime/compilation_cache.py)."""
+"""The command-line tools turn on JAX's persistent compilation cache (runtime/compilation_cache)."""
 
 import os
 import subprocess

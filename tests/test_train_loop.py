@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cost_jax.checkpoints import saving
-from cost_jax.training import evaluate, loop, metrics
+from cost_jax.training import bookkeeping, evaluate, loop, metrics
 from tests import train_testlib
 
 
@@ -73,7 +73,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, tmp_path):
   shutil.copytree(
     os.path.join(trained['workdir'], 'checkpoints', '4'), os.path.join(workdir, 'checkpoints', '4')
   )
-  with pytest.raises(loop.NonFiniteLossError, match=r'at step 5 .*checkpoint \(step 4\)'):
+  with pytest.raises(bookkeeping.NonFiniteLossError, match=r'at step 5 .*checkpoint \(step 4\)'):
     loop.train_and_evaluate(config, workdir)
   assert train_testlib.checkpoint_steps(workdir) == [4]
   state = train_testlib.load_state(workdir, 4)

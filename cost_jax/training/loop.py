@@ -2,7 +2,8 @@
 
 validate the config -> read the dataset manifests -> resolve the initial weights -> build model,
 optimiser, state -> resume from the latest checkpoint (state and input position) -> for each step:
-jitted update, then `plan_step` decides whether to log, validate and save. The numerics live in
+jitted update, then `plan_step` decides whether to log, validate and save; `bookkeeping.py` keeps
+the metrics window, the best validation and the checkpoint metadata. The numerics live in
 `steps.py`, `optim.py` and `metrics.py`; the test protocol in `evaluate.py`.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import time
 from typing import Any, Callable
 
 import jax
@@ -27,13 +27,17 @@ from cost_jax.checkpoints import workdir as layout
 from cost_jax.data import input_pipeline
 from cost_jax.models import create_model
 from cost_jax.runtime import distributed, shared_storage, xla_options
-from cost_jax.training import config_checks, evaluate, init_weights, optim, sharding, steps
+from cost_jax.training import (
+  bookkeeping,
+  config_checks,
+  evaluate,
+  init_weights,
+  optim,
+  sharding,
+  steps,
+)
 from cost_jax.training import metrics as metrics_lib
 from cost_jax.training.state import TrainState, create_train_state
-
-
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,19 @@ def steps_per_epoch(config: ml_collections.ConfigDict, train_info: dict[str, Any
   if config.steps_per_epoch > 0:
     return int(config.steps_per_epoch)
   return train_info['num_examples'] // config.batch_size
+
+
+def _create_writers(config, workdir: str, start_step: int, total_steps: int):
+  """The metric writer (hyperparameters written at a fresh start) and the progress reporter."""
+  writer = _create_writer(workdir)
+  if start_step == 0:
+    writer.write_hparams(
+      {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+    )
+  progress = periodic_actions.ReportProgress(
+    num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+  )
+  return writer, progress
 
 
 def _create_writer(workdir: str) -> metric_writers.MetricWriter:
@@ -154,42 +171,6 @@ def _check_topology(config, workdir: str, resuming: bool) -> None:
     ) from None
 
 
-class _MetricsWindow:
-  """Train metrics between two log lines. Each step's device metrics are read one step late,
-  so that the host does not wait for the device; a non-finite loss stops the run."""
-
-  def __init__(self):
-    self.pending: list[tuple[int, Any]] = []
-    self.values: list[dict[str, float]] = []
-    self.start = time.monotonic()
-
-  def add(self, step: int, device_metrics: Any, last_checkpoint: int | None) -> None:
-    self.drain(last_checkpoint)
-    self.pending.append((step, device_metrics))
-
-  def drain(self, last_checkpoint: int | None) -> None:
-    for step, device_metrics in self.pending:
-      host = {k: float(v) for k, v in sharding.to_host(device_metrics).items()}
-      bad = {k: host[k] for k in ('loss', 'param_norm') if not np.isfinite(host[k])}
-      if bad:
-        raise NonFiniteLossError(
-          f'non-finite loss at step {step} ({bad}); stopping. The last checkpoint '
-          f'(step {last_checkpoint}) is intact: lower optimizer.base_lr, check the data, or '
-          'keep optimizer.grad_clip_norm set.'
-        )
-      self.values.append(host)
-    self.pending.clear()
-
-  def summary(self, batch_size: int) -> dict[str, float]:
-    """Means over the window, throughput; then starts a new window."""
-    elapsed = max(time.monotonic() - self.start, 1e-9)
-    scalars = {f'train/{k}': float(np.mean([m[k] for m in self.values])) for k in self.values[0]}
-    scalars['train/clips_per_sec'] = len(self.values) * batch_size / elapsed
-    self.values.clear()
-    self.start = time.monotonic()
-    return scalars
-
-
 def _validate(
   val_step, state: TrainState, val_ds, val_batches: int, mesh, num_videos: int
 ) -> dict[str, float]:
@@ -204,68 +185,47 @@ def _validate(
   return metrics_lib.classification_metrics(out['scores'], out['label'])
 
 
-def _better(val: dict[str, float] | None, best: dict[str, Any]) -> bool:
-  return val is not None and (best['val_top1'] is None or val['top1'] > best['val_top1'])
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from the checkpoint there if any.
-
-  Returns a summary: final step, last val metrics, best val top-1 and its step, and whether
-  training was interrupted (by SIGTERM, after saving a checkpoint).
-  """
-  workdir = storage.absolute(workdir, '--workdir')
-  # -- fail fast: nothing below this block writes, reads video data or compiles anything
+def _check_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[bool, dict[str, Any]]:
+  """Fails fast, before anything is written, read from the videos or compiled: the config, the
+  topology, the dataset manifests and the shared workdir. Returns (resuming, split infos)."""
   config_checks.check_model_and_optimizer(config)
   resuming = layout.has_checkpoint(workdir)
   _check_topology(config, workdir, resuming)
   config_checks.check_data_dir(config)
   config_checks.check_crops(config.data, 'train')
   config_checks.check_crops(config.data, 'val')
-  train_split, val_split = config.data.train_split, config.data.val_split
   min_train = config.batch_size if config.steps_per_epoch <= 0 else 1
   infos = {
-    train_split: evaluate.split_info(config, train_split, min_examples=min_train),
-    val_split: evaluate.split_info(config, val_split),
+    config.data.train_split: evaluate.split_info(
+      config, config.data.train_split, min_examples=min_train
+    ),
+    config.data.val_split: evaluate.split_info(config, config.data.val_split),
   }
   # every process must see the same workdir and data (a marker of process 0; one line if not)
   shared_storage.check_shared(workdir, config.data.data_dir)
-  init_source = None if resuming else init_weights.resolve(config)  # may download
+  return resuming, infos
 
-  storage.makedirs(workdir)
-  evaluate.write_run_info(config, workdir, infos)
-  mesh = sharding.create_mesh()
-  epoch_steps = steps_per_epoch(config, infos[train_split])
-  total_steps = config.num_epochs * epoch_steps
-  model = create_model(config.model)
-  schedule = optim.create_learning_rate_schedule(
-    config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=epoch_steps
+
+def _restore(config, workdir: str, model, tx, mesh, epoch_steps: int):
+  """The newest intact checkpoint's state and metadata; damaged newer checkpoints are moved
+  aside (logged), never deleted."""
+  state, meta = saving.restore_newest_intact(
+    layout.checkpoints_dir(workdir), _abstract_state(config, model, tx, mesh)
   )
-  tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
+  if meta.get('batch_size') != config.batch_size:
+    raise config_checks.ConfigError(
+      f'{workdir} holds a run with batch_size={meta.get("batch_size")}; resume it with the '
+      'same batch_size or use a new --workdir'
+    )
+  logging.info('Resumed from step %d (epoch %.2f)', int(state.step), int(state.step) / epoch_steps)
+  logging.info(
+    '%s', distributed.resume_note(meta.get('topology'), distributed.topology(), config.batch_size)
+  )
+  return state, meta
 
-  best: dict[str, Any] = {'val_top1': None, 'step': None}
-  val = None
-  if resuming:  # damaged newer checkpoints are moved aside (logged), never deleted
-    state, meta = saving.restore_newest_intact(
-      layout.checkpoints_dir(workdir), _abstract_state(config, model, tx, mesh)
-    )
-    if meta.get('batch_size') != config.batch_size:
-      raise config_checks.ConfigError(
-        f'{workdir} holds a run with batch_size={meta.get("batch_size")}; resume it with the '
-        'same batch_size or use a new --workdir'
-      )
-    best, val = meta.get('best', best), meta.get('val')
-    logging.info(
-      'Resumed from step %d (epoch %.2f)', int(state.step), int(state.step) / epoch_steps
-    )
-    logging.info(
-      '%s', distributed.resume_note(meta.get('topology'), distributed.topology(), config.batch_size)
-    )
-  else:
-    state = initial_state(config, model, tx, mesh, init_source)
-  start_step = int(sharding.to_host(state.step))
-  manager = saving.create_manager(layout.checkpoints_dir(workdir), keep=config.keep_checkpoints)
 
+def _datasets(config: ml_collections.ConfigDict, start_step: int):
+  """This host's train batches (from `start_step` on) and its validation dataset."""
   processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
   train_iter = input_pipeline.numpy_batches(
     input_pipeline.create_train_dataset(
@@ -278,25 +238,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   val_ds, val_batches = input_pipeline.create_eval_dataset(
     config.data,
-    split=val_split,
+    split=config.data.val_split,
     batch_size=config.eval_batch_size // jax.process_count(),
     mode='val',
     **processes,
   )
+  return train_iter, val_ds, val_batches
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from the checkpoint there if any.
+
+  Returns a summary: final step, last val metrics, best val top-1 and its step, and whether
+  training was interrupted (by SIGTERM, after saving a checkpoint).
+  """
+  workdir = storage.absolute(workdir, '--workdir')
+  resuming, infos = _check_run(config, workdir)
+  init_source = None if resuming else init_weights.resolve(config)  # may download
+
+  storage.makedirs(workdir)
+  evaluate.write_run_info(config, workdir, infos)
+  mesh = sharding.create_mesh()
+  epoch_steps = steps_per_epoch(config, infos[config.data.train_split])
+  total_steps = config.num_epochs * epoch_steps
+  num_val_videos = infos[config.data.val_split]['num_examples']
+  model = create_model(config.model)
+  schedule = optim.create_learning_rate_schedule(
+    config.optimizer, global_batch_size=config.batch_size, steps_per_epoch=epoch_steps
+  )
+  tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
+  if resuming:
+    state, meta = _restore(config, workdir, model, tx, mesh, epoch_steps)
+  else:
+    state, meta = initial_state(config, model, tx, mesh, init_source), None
+  record = bookkeeping.RunRecord(config, epoch_steps, meta)
+  start_step = int(sharding.to_host(state.step))
+  manager = saving.create_manager(layout.checkpoints_dir(workdir), keep=config.keep_checkpoints)
+  train_iter, val_ds, val_batches = _datasets(config, start_step)
   train_step = jit_train_step(config, model, tx, schedule, mesh)
   val_step = evaluate.inference_fn(
     functools.partial(steps.eval_step, model=model, data_config=config.data), mesh
   )
 
-  writer = _create_writer(workdir)
-  if start_step == 0:
-    writer.write_hparams(
-      {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
-    )
-  progress = periodic_actions.ReportProgress(
-    num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
-  )
-  window = _MetricsWindow()
+  writer, progress = _create_writers(config, workdir, start_step, total_steps)
+  window = bookkeeping.MetricsWindow()
   last_saved = manager.latest_step()
   interrupted = False
   try:
@@ -324,31 +309,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step_val = None
         if plan.validate:
           with progress.timed('eval'):
-            step_val = _validate(
-              val_step, state, val_ds, val_batches, mesh, infos[val_split]['num_examples']
-            )
+            step_val = _validate(val_step, state, val_ds, val_batches, mesh, num_val_videos)
           writer.write_scalars(done, {f'val/{k}': v for k, v in step_val.items()})
-          val = step_val
+          record.validated(step_val)
         if plan.save:
-          if _better(step_val, best):
-            best = {'val_top1': step_val['top1'], 'step': done}
-          meta = {
-            'step': done,
-            'epoch': done / epoch_steps,
-            'train_input_position': done,
-            'batch_size': config.batch_size,
-            'steps_per_epoch': epoch_steps,
-            'topology': distributed.topology(),
-            'best': dict(best),
-            'val': val,
-          }
+          metrics = {saving.BEST_METRIC: step_val['top1']} if step_val else None
           with progress.timed('checkpoint'):
-            saving.save(
-              manager,
-              state,
-              meta,
-              metrics=({saving.BEST_METRIC: step_val['top1']} if step_val else None),
-            )
+            saving.save(manager, state, record.checkpoint_meta(done, step_val), metrics=metrics)
           last_saved = done
         if plan.stop:
           interrupted = True
@@ -357,19 +324,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     saving.finish(manager, state)  # DiskFullError if the last save ran out of space
     writer.flush()
-  summary = {
-    'interrupted': interrupted,
-    'val': val,
-    'best': dict(best),
-    'step': int(sharding.to_host(state.step)),
-    'steps_per_epoch': epoch_steps,
-    'total_steps': total_steps,
-  }
+  summary = record.summary(int(sharding.to_host(state.step)), total_steps, interrupted)
   logging.info(
     'Training stopped at step %d of %d; last val %s; best %s',
     summary['step'],
     total_steps,
-    json.dumps(val, sort_keys=True),
-    json.dumps(best),
+    json.dumps(summary['val'], sort_keys=True),
+    json.dumps(summary['best']),
   )
   return summary
