@@ -28,7 +28,7 @@ from absl import flags
 
 from cost_jax import storage
 from cost_jax.data import dataset as dataset_lib
-from cost_jax.data import integrity, schema
+from cost_jax.data import integrity, records, schema
 from data_prep import cli, convert
 from data_prep import progress as progress_lib
 
@@ -54,14 +54,9 @@ def read_records(
 
   path = storage.join(data_dir, shard['file'])
   count, problems = 0, []
-  iterator = iter(tf.data.TFRecordDataset(path, buffer_size=1 << 22))
-  while True:
-    try:
-      serialized = next(iterator)
-    except StopIteration:
-      break
-    except tf.errors.OpError as e:
-      problems.append(f'record {count} cannot be read ({e.message.splitlines()[0]})')
+  for serialized in records.until_read_error(tf.data.TFRecordDataset(path, buffer_size=1 << 22)):
+    if isinstance(serialized, tf.errors.OpError):
+      problems.append(f'record {count} cannot be read ({serialized.message.splitlines()[0]})')
       break
     try:
       example = parse(serialized)

@@ -83,9 +83,9 @@ def damaged_shard_message(error: tf.errors.OpError) -> str | None:
   return None
 
 
-def named_errors(iterable: Iterable[T]) -> Iterator[T]:
-  """Yields from `iterable` (e.g. `dataset.as_numpy_iterator()`), turning a damaged-shard error
-  into a one-line `DatasetError` naming the shard; other errors pass unchanged."""
+def until_read_error(iterable: Iterable[T]) -> Iterator[T | tf.errors.OpError]:
+  """Yields the items of `iterable` (records, batches), then the TensorFlow error that ended it
+  early, if one did."""
   iterator = iter(iterable)
   while True:
     try:
@@ -93,8 +93,18 @@ def named_errors(iterable: Iterable[T]) -> Iterator[T]:
     except StopIteration:
       return
     except tf.errors.OpError as e:
-      message = damaged_shard_message(e)
+      yield e
+      return
+    yield item
+
+
+def named_errors(iterable: Iterable[T]) -> Iterator[T]:
+  """Yields from `iterable` (e.g. `dataset.as_numpy_iterator()`), turning a damaged-shard error
+  into a one-line `DatasetError` naming the shard; other errors pass unchanged."""
+  for item in until_read_error(iterable):
+    if isinstance(item, tf.errors.OpError):
+      message = damaged_shard_message(item)
       if message is None:
-        raise
+        raise item
       raise DatasetError(message) from None
     yield item
