@@ -1,4 +1,6 @@
-"""Clip transforms vs MMAction2 fixtures (pipeline.json, pipeline_e2e.npz)."""
+"""Clip transforms vs MMAction2 fixtures (pipeline.json, pipeline_e2e.npz, resize_exact.npz)."""
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -19,6 +21,11 @@ def pipeline():
 @pytest.fixture(scope='module')
 def e2e():
   return fixtures.load('pipeline_e2e.npz')
+
+
+@pytest.fixture(scope='module')
+def resize_strips():
+  return fixtures.load('resize_exact.npz')
 
 
 def _frames(h, w, n=2, seed=0):
@@ -102,6 +109,80 @@ def test_test_pipeline_views_match_mmaction2_e2e(e2e):
   np.testing.assert_array_equal(transforms.normalize_tf(exact, MEAN, STD).numpy(), want)
   ours = transforms.normalize_tf(transforms.multi_view_transform(frames, **kwargs), MEAN, STD)
   np.testing.assert_array_equal(ours.numpy(), want)
+
+
+def _sha256(array):
+  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _mismatch(key, ours, recorded, strips):
+  """None when `ours` is MMAction2's recorded output bit for bit (same shape and sha256), else
+  what differs (with the largest difference on the recorded middle row and column, if any)."""
+  if list(ours.shape) != recorded['shape']:
+    return f'{key}: shape {list(ours.shape)}, MMAction2 {recorded["shape"]}'
+  if _sha256(ours) == recorded['sha256']:
+    return None
+  if f'{key}:middle_row' not in strips:
+    return f'{key}: differs from MMAction2'
+  row, col = ours[0, ours.shape[1] // 2], ours[0, :, ours.shape[2] // 2]
+  diff = max(
+    np.abs(row.astype(int) - strips[f'{key}:middle_row']).max(),
+    np.abs(col.astype(int) - strips[f'{key}:middle_col']).max(),
+  )
+  where = f'max difference {diff} on' if diff else 'but not on'
+  return f'{key}: differs from MMAction2, {where} the middle row and column of frame 0'
+
+
+def test_resizes_are_bit_exact_with_mmaction2_at_the_configs_scales(pipeline, resize_strips):
+  """Resize(-1, S) and CenterCrop after it (the val and test settings), and RandomRescale(256,
+  320) -> RandomCrop(224) -> Flip with MMAction2's own draws (the train setting), on random
+  frames: the outputs of cv2 through MMAction2, bit for bit. Upscales (OpenCV gives an edge row
+  two taps), downscales, same size, exact halving (OpenCV's INTER_AREA path), odd sizes."""
+  cases = pipeline['resize_exact']
+  assert len(cases) >= 12 and {c['flip'] for c in cases if c['setting'] == 'train'} == {False, True}
+  failures = []
+  for case in cases:
+    h, w = case['in_hw']
+    shape = (case['n_frames'], h, w, 3)
+    frames = np.random.RandomState(case['seed']).randint(0, 256, shape, dtype=np.uint8)
+    assert _sha256(frames) == case['input_sha256'], case['name']  # MMAction2's input
+    frames = tf.constant(frames)
+    if case['setting'] == 'eval':
+      resize, crop = case['pipeline']
+      short_side = resize['scale'][1]
+      ours = {
+        'resized': transforms.resize_short_side(frames, short_side),
+        'center_crop': transforms.val_transform(
+          frames, short_side=short_side, crop_size=crop['crop_size']
+        ),
+      }
+    else:
+      rescale, crop, flip = case['pipeline']
+      lo, hi = rescale['scale_range']
+      new_h, new_w = case['rescaled']['shape'][1:3]
+      top, left = case['crop_top_left']
+      # Draws that make our choices MMAction2's: randint(lo, hi + 1), randint(0, side - crop),
+      # rand() < flip_ratio.
+      uniform = [
+        (case['short_edge'] - lo + 0.5) / (hi + 1 - lo),
+        (top + 0.5) / max(new_h - crop['size'], 1),
+        (left + 0.5) / max(new_w - crop['size'], 1),
+        flip['flip_ratio'] / 2 if case['flip'] else (1 + flip['flip_ratio']) / 2,
+      ]
+      ours = {
+        'rescaled': transforms.resize_short_side(frames, case['short_edge']),
+        'crop': transforms.train_transform(
+          frames,
+          scale_range=(lo, hi),
+          crop_size=crop['size'],
+          flip_ratio=flip['flip_ratio'],
+          uniform=tf.constant(uniform, tf.float64),
+        ),
+      }
+    for key, out in ours.items():
+      failures.append(_mismatch(f'{case["name"]}/{key}', out.numpy(), case[key], resize_strips))
+  failures = [f for f in failures if f]
+  assert not failures, '\n'.join(failures)
 
 
 def test_device_normalize_equals_host_normalize(e2e):

@@ -35,12 +35,19 @@ _COEF_SCALE = 2048  # OpenCV INTER_RESIZE_COEF_SCALE (11 fractional bits per axi
 
 
 def _linear_taps(
-  in_size: tf.Tensor, out_size: tf.Tensor, start: tf.Tensor, count: int | tf.Tensor
+  in_size: tf.Tensor,
+  out_size: tf.Tensor,
+  start: tf.Tensor,
+  count: int | tf.Tensor,
+  vertical: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """OpenCV's INTER_LINEAR taps for output positions [start, start + count) along one axis.
 
   Returns (first source index, second source index, int weight, int weight); weights sum to
   2048. The source position is computed in double, then rounded to float as OpenCV does.
+  Outside the source, OpenCV treats the axes differently: along x (columns) it moves the
+  position onto the edge pixel (fraction 0); along y (`vertical`) it keeps the fraction and
+  clamps both row indices, so an edge row gets two taps, each truncated separately.
   """
   in_size = tf.cast(in_size, tf.int32)
   scale = tf.math.divide_no_nan(tf.cast(in_size, tf.float64), tf.cast(out_size, tf.float64))
@@ -49,12 +56,11 @@ def _linear_taps(
   sx = tf.floor(fx)
   fx = fx - sx
   sx = tf.cast(sx, tf.int32)
-  clamped = tf.logical_or(sx < 0, sx >= in_size - 1)
-  fx = tf.where(clamped, 0.0, fx)
-  sx = tf.clip_by_value(sx, 0, in_size - 1)
+  if not vertical:
+    fx = tf.where(tf.logical_or(sx < 0, sx >= in_size - 1), 0.0, fx)
   w0 = tf.cast(tf.round((1.0 - fx) * _COEF_SCALE), tf.int32)  # round half to even = cvRound
   w1 = tf.cast(tf.round(fx * _COEF_SCALE), tf.int32)
-  return sx, tf.minimum(sx + 1, in_size - 1), w0, w1
+  return tf.clip_by_value(sx, 0, in_size - 1), tf.clip_by_value(sx + 1, 0, in_size - 1), w0, w1
 
 
 def resize_window(
@@ -72,7 +78,7 @@ def resize_window(
 
   def resized():
     x0, x1, a0, a1 = _linear_taps(shape[2], width, left, win_width)
-    y0, y1, b0, b1 = _linear_taps(shape[1], height, top, win_height)
+    y0, y1, b0, b1 = _linear_taps(shape[1], height, top, win_height, vertical=True)
     return _apply_taps(frames, x0, x1, a0, a1, y0, y1, b0, b1)
 
   def sliced():  # same size: OpenCV copies the frame

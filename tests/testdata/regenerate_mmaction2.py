@@ -5,7 +5,9 @@ official CoST code (github.com/hikvision-research/cost) imported from a clone, g
 deterministic random weights, and writes what the cost_jax parity tests read: the checkpoints
 (`{arch}.pth`), their inputs and outputs (`io.npz`), mmaction2's own 2-D -> 3-D inflation of
 `resnet2d_tv.pth` (`inflation.npz`, `inflation.json`), stand-alone CoST layers
-(`cost_layers.npz`), data-pipeline values (`pipeline.json`, `pipeline_e2e.npz`) and
+(`cost_layers.npz`), data-pipeline values (`pipeline.json`, `pipeline_e2e.npz`), bit-exact
+resizes at the configs' scales (pipeline.json's `resize_exact`: the cases and the sha256 of
+MMAction2's outputs; `resize_exact.npz`: a middle row and column of each resized frame) and
 `manifest.json`. The numbers change with the stack, not from run to run; the layout is fixed.
 
 It runs in its own venv (torch, mmcv, mmaction2; no jax, no cost_jax), never in the project's.
@@ -19,6 +21,9 @@ seconds to run, on 2 cores):
   git clone https://github.com/hikvision-research/cost /tmp/cost-official
   /tmp/mmaction2-venv/bin/python tests/testdata/regenerate_mmaction2.py \\
       --cost-repo /tmp/cost-official --output /tmp/regen-out
+
+`--pipeline-only` (no `--cost-repo`) writes only the data-pipeline files: pipeline.json,
+pipeline_e2e.npz and resize_exact.npz.
 
 `torch==2.13.0` resolves to the CPU build where pip can find it (a local wheel or the PyTorch CPU
 index via `--extra-index-url`); mmcv 1.6.1 builds from source as the pure-Python package
@@ -40,6 +45,7 @@ import argparse
 import collections
 import contextlib
 import copy
+import hashlib
 import importlib.machinery
 import json
 import math
@@ -111,6 +117,34 @@ THREE_CROP_CASES = (
   (256, 258),
 )
 VIDEO_SHAPE = (13, 24, 40, 3)
+# Bit-exact resize references (`resize_exact` in pipeline.json, strips in resize_exact.npz):
+# random uint8 frames `RandomState(seed).randint(0, 256, (n, h, w, 3), dtype=uint8)`, which the
+# tests draw again (the legacy generator's stream is fixed across numpy versions).
+# Eval cases: (name, (h, w), n, seed, short side, centre crop) -> Resize(scale=(-1, short side)),
+# then CenterCrop, as the val pipelines (the test pipelines crop the same resized frame).
+RESIZE_EXACT_EVAL = (
+  ('up_240x320_to_256', (240, 320), 2, 21, 256, 224),
+  ('same_256x340', (256, 340), 2, 22, 256, 224),
+  ('down_360x480_to_256', (360, 480), 2, 23, 256, 224),
+  ('down_720x1280_to_256', (720, 1280), 1, 24, 256, 224),
+  ('half_512x684_to_256', (512, 684), 2, 25, 256, 224),  # OpenCV takes its INTER_AREA path
+  ('up_135x181_to_256', (135, 181), 2, 26, 256, 224),
+  ('double_171x128_to_256', (171, 128), 2, 27, 256, 224),
+  ('down_37x53_to_32', (37, 53), 2, 28, 32, 28),
+  ('up_37x53_to_64', (37, 53), 2, 29, 64, 56),
+)
+# Train cases: (name, (h, w), n, seed) -> the configs' RandomRescale((256, 320)), RandomCrop(224),
+# Flip(0.5), with np.random seeded by `seed`; the draws are recorded.
+RESIZE_EXACT_TRAIN_PIPELINE = (
+  dict(type='RandomRescale', scale_range=(256, 320)),
+  dict(type='RandomCrop', size=224),
+  dict(type='Flip', flip_ratio=0.5),
+)
+RESIZE_EXACT_TRAIN = (
+  ('train_256x340', (256, 340), 2, 31),
+  ('train_240x320', (240, 320), 2, 32),
+  ('train_360x480', (360, 480), 2, 33),
+)
 
 
 # The stack.
@@ -142,19 +176,12 @@ def _install_torchvision_stand_in() -> None:
   sys.modules['torchvision'].models = sys.modules['torchvision.models']
 
 
-def import_stack(cost_repo: str) -> dict[str, str]:
-  """Imports mmcv, mmaction2 and the official CoST package (which registers its layers).
-
-  Returns the versions, with the CoST checkout's commit.
-  """
+def import_mmaction2() -> dict[str, str]:
+  """Imports mmcv and mmaction2 (all the data pipeline needs); returns the versions."""
   _install_torchvision_stand_in()
-  sys.path.insert(0, os.path.abspath(cost_repo))
-  import cost  # registers ResNet3dCoST, CoSTa and CoSTb
   import mmaction
   import mmcv
 
-  if not os.path.abspath(cost.__file__).startswith(os.path.abspath(cost_repo)):
-    raise SystemExit(f'imported cost from {cost.__file__}, not from {cost_repo}')
   if (mmcv.__version__, mmaction.__version__) != ('1.6.1', '0.24.1'):
     raise SystemExit(
       f'need mmcv 1.6.1 and mmaction2 0.24.1, have {mmcv.__version__} and '
@@ -165,8 +192,21 @@ def import_stack(cost_repo: str) -> dict[str, str]:
     'mmcv': mmcv.__version__,
     'mmaction2': mmaction.__version__,
     'numpy': np.__version__,
-    'cost': f'{cost.__version__} ({_git_head(cost_repo)})',
   }
+
+
+def import_stack(cost_repo: str) -> dict[str, str]:
+  """Imports mmcv, mmaction2 and the official CoST package (which registers its layers).
+
+  Returns the versions, with the CoST checkout's commit.
+  """
+  versions = import_mmaction2()
+  sys.path.insert(0, os.path.abspath(cost_repo))
+  import cost  # registers ResNet3dCoST, CoSTa and CoSTb
+
+  if not os.path.abspath(cost.__file__).startswith(os.path.abspath(cost_repo)):
+    raise SystemExit(f'imported cost from {cost.__file__}, not from {cost_repo}')
+  return dict(versions, cost=f'{cost.__version__} ({_git_head(cost_repo)})')
 
 
 def _git_head(repo: str) -> str:
@@ -793,6 +833,84 @@ def _plain_json(value: Any) -> Any:
   return json.loads(json.dumps(value))
 
 
+# Bit-exact resizes at the configs' scales.
+
+
+def random_frames(hw: tuple[int, int], n: int, seed: int) -> np.ndarray:
+  return np.random.RandomState(seed).randint(0, 256, (n, *hw, 3), dtype=np.uint8)
+
+
+def _sha256(array: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _recorded(
+  key: str, out: np.ndarray, strips: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+  """An output as the tests check it: the shape and sha256 of all of it; with `strips`, also its
+  first frame's middle row and middle column in full (which show where, and by how much, another
+  output differs)."""
+  if strips is not None:
+    strips[f'{key}:middle_row'] = out[0, out.shape[1] // 2].copy()
+    strips[f'{key}:middle_col'] = out[0, :, out.shape[2] // 2].copy()
+  return {'shape': list(out.shape), 'sha256': _sha256(out)}
+
+
+def run_steps(frames: np.ndarray, configs: Any) -> tuple[dict, list[np.ndarray]]:
+  """MMAction2's transforms in a row on (n, h, w, 3) frames: the results and a copy of the
+  frames after each step (Flip flips in place)."""
+  results = dict(imgs=list(frames), img_shape=frames.shape[1:3], modality='RGB')
+  after = []
+  for cfg in configs:
+    results = pipeline_step(cfg)(results)
+    after.append(np.stack(results['imgs']).copy())
+  return results, after
+
+
+def resize_exact_cases() -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+  """pipeline.json's `resize_exact` cases and their strips (resize_exact.npz)."""
+  cases, strips = [], {}
+  for name, hw, n, seed, short_side, crop in RESIZE_EXACT_EVAL:
+    frames = random_frames(hw, n, seed)
+    steps = (dict(type='Resize', scale=(-1, short_side)), dict(type='CenterCrop', crop_size=crop))
+    _, (resized, cropped) = run_steps(frames, steps)
+    cases.append(
+      {
+        'name': name,
+        'setting': 'eval',
+        'in_hw': list(hw),
+        'n_frames': n,
+        'seed': seed,
+        'input_sha256': _sha256(frames),
+        'pipeline': _plain_json(steps),
+        'resized': _recorded(f'{name}/resized', resized, strips),
+        'center_crop': _recorded(f'{name}/center_crop', cropped),
+      }
+    )
+  for name, hw, n, seed in RESIZE_EXACT_TRAIN:
+    frames = random_frames(hw, n, seed)
+    np.random.seed(seed)
+    results, (rescaled, _, flipped) = run_steps(frames, RESIZE_EXACT_TRAIN_PIPELINE)
+    x1, y1, _, _ = (int(v) for v in results['crop_bbox'])
+    cases.append(
+      {
+        'name': name,
+        'setting': 'train',
+        'in_hw': list(hw),
+        'n_frames': n,
+        'seed': seed,
+        'input_sha256': _sha256(frames),
+        'pipeline': _plain_json(RESIZE_EXACT_TRAIN_PIPELINE),
+        'short_edge': int(results['short_edge']),
+        'crop_top_left': [y1, x1],
+        'flip': bool(results['flip']),
+        'rescaled': _recorded(f'{name}/rescaled', rescaled, strips),
+        'crop': _recorded(f'{name}/crop', flipped),
+      }
+    )
+  return cases, strips
+
+
 # Output.
 
 
@@ -834,23 +952,40 @@ def write_inflation(cost_repo: str, out_dir: str, entries: dict[str, Any]) -> No
     }
 
 
+def write_pipeline(out_dir: str) -> None:
+  """pipeline.json, pipeline_e2e.npz and resize_exact.npz."""
+  pipeline, e2e_arrays = run_pipeline()
+  pipeline['resize_exact'], strips = resize_exact_cases()
+  write_json(os.path.join(out_dir, 'pipeline.json'), pipeline, separators=(',', ':'))
+  np.savez_compressed(os.path.join(out_dir, 'pipeline_e2e.npz'), **e2e_arrays)
+  np.savez_compressed(os.path.join(out_dir, 'resize_exact.npz'), **strips)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    '--cost-repo', required=True, help='checkout of github.com/hikvision-research/cost'
-  )
+  parser.add_argument('--cost-repo', help='checkout of github.com/hikvision-research/cost')
   parser.add_argument('--output', required=True, help='folder to write (created if missing)')
+  parser.add_argument(
+    '--pipeline-only',
+    action='store_true',
+    help='write only the data-pipeline files (no models, no --cost-repo needed)',
+  )
   args = parser.parse_args(argv)
+  if not args.pipeline_only and not args.cost_repo:
+    parser.error('--cost-repo is required unless --pipeline-only')
+  os.makedirs(args.output, exist_ok=True)
+  if args.pipeline_only:
+    import_mmaction2()
+    write_pipeline(args.output)
+    print(f'wrote the pipeline files to {args.output}')
+    return
   versions = import_stack(args.cost_repo)
   torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-  os.makedirs(args.output, exist_ok=True)
   entries = write_models(args.cost_repo, args.output, versions)
   write_inflation(args.cost_repo, args.output, entries)
   layer_arrays, layer_cases = cost_layer_cases(np.random.RandomState(COST_LAYER_SEED))
   np.savez_compressed(os.path.join(args.output, 'cost_layers.npz'), **layer_arrays)
-  pipeline, e2e_arrays = run_pipeline()
-  write_json(os.path.join(args.output, 'pipeline.json'), pipeline, separators=(',', ':'))
-  np.savez_compressed(os.path.join(args.output, 'pipeline_e2e.npz'), **e2e_arrays)
+  write_pipeline(args.output)
   manifest = {
     'set': 'shared',
     'versions': {k: versions[k] for k in ('torch', 'mmcv', 'mmaction2', 'numpy')},
