@@ -1,8 +1,8 @@
 """docs/launch.md says only what the code does.
 
-* Every `python -m cost_jax.<module>` command in its shell blocks names a module that exists,
-  flags that module defines, and `--config.<path>=<value>` overrides that name a field of the
-  config file the command loads, with a value of the field's type; every `make` target exists.
+* It shows the launches it describes (one GPU, one node, several nodes, a TPU pod slice, the
+  three install targets); tests/test_doc_commands.py checks each command's module, flags and
+  `--config` fields, as for every other doc.
 * Its table of setups passes the batch checks a run makes before it starts, with the clips per
   device and learning rate it states.
 * The SLURM advice matches the installed JAX: under SLURM each process gets the GPU of its local
@@ -13,12 +13,8 @@ No training and no network beyond 127.0.0.1.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 import re
-import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,147 +24,31 @@ import ml_collections
 import pytest
 
 from cost_jax.training import config_checks, optim
+from tests import doc_commands
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(REPO, 'docs', 'launch.md')
-COMMAND = re.compile(r'python[\d.]*\s+-m\s+(cost_jax(?:\.\w+)+)(.*)$', re.MULTILINE)
-SUBSTITUTION = re.compile(r'\\?\$\([^)]*\)')  # $(...) run by the shell: a value we cannot know
+DOC = 'docs/launch.md'
 
 
 def _doc() -> str:
-  with open(DOC) as f:
-    return f.read()
-
-
-def _shell_blocks() -> list[str]:
-  blocks = re.findall(r'```(\w*)\n(.*?)```', _doc(), re.DOTALL)
-  return [body.replace('\\\n', ' ') for lang, body in blocks if lang in ('bash', 'sh', '')]
-
-
-def _commands() -> list[tuple[str, list[str]]]:
-  """(module, arguments) of every cost_jax command in the shell blocks."""
-  found = []
-  for block in _shell_blocks():
-    for match in COMMAND.finditer(block):
-      rest = SUBSTITUTION.sub('SUBSTITUTED', match.group(2))
-      rest = re.split(r'&&|;|\|', rest)[0].strip().rstrip('\'"')
-      found.append((match.group(1), shlex.split(rest)))
-  return found
-
-
-@functools.lru_cache(maxsize=None)
-def _module_flags(module: str) -> frozenset[str]:
-  assert importlib.util.find_spec(module) is not None, f'no module {module}'
-  # absl's --helpfull lists every flag (and exits with status 1); argparse's --help exits 0.
-  for help_flag in ('--helpfull', '--help'):
-    result = subprocess.run(
-      [sys.executable, '-m', module, help_flag],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-    )
-    text = result.stdout + result.stderr
-    names = re.findall(r'^\s+--(?:\[no\])?([A-Za-z_][\w.-]*)', text, re.MULTILINE)
-    if result.returncode in (0, 1) and 'Traceback' not in text and names:
-      return frozenset(names)
-  raise AssertionError(f'{module} {help_flag}: {text[-2000:]}')
-
-
-@functools.lru_cache(maxsize=None)
-def _config_module(path: str):
-  spec = importlib.util.spec_from_file_location(f'_launch_doc_config_{len(path)}', path)
-  module = importlib.util.module_from_spec(spec)
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _load_config(relative: str) -> ml_collections.ConfigDict:
-  path = os.path.join(REPO, relative)
-  assert os.path.isfile(path), f'--config={relative}: no such file'
-  return _config_module(path).get_config()
-
-
-def _convert(value: str, like):
-  if isinstance(like, bool):
-    assert value.lower() in ('true', 'false'), value
-    return value.lower() == 'true'
-  if isinstance(like, (int, float)):
-    return type(like)(value)
-  return value
-
-
-def _override(config: ml_collections.ConfigDict, dotted: str, value: str) -> None:
-  """Sets config.<dotted> = value as `--config.<dotted>=<value>` would, failing on a field the
-  config does not have or a value of the wrong type."""
-  *parents, leaf = dotted.split('.')
-  node = config
-  for part in parents:
-    assert isinstance(node, ml_collections.ConfigDict) and part in node, dotted
-    node = node[part]
-  assert isinstance(node, ml_collections.ConfigDict) and leaf in node, (
-    f'--config.{dotted}: no such field'
-  )
-  if '$' not in value:
-    node[leaf] = _convert(value, node[leaf])
-
-
-def _split(argument: str) -> tuple[str, str | None]:
-  name, _, value = argument[2:].partition('=')
-  return name, (value if '=' in argument else None)
+  return doc_commands.read(DOC)
 
 
 def test_the_doc_has_the_commands_it_describes():
-  commands = _commands()
-  modules = {module for module, _ in commands}
-  assert modules == {'cost_jax.main'}, modules
-  assert len(commands) >= 10, commands
-  flags = {_split(a)[0] for _, args in commands for a in args if a.startswith('--')}
+  """tests/test_doc_commands.py checks every command of every doc; this one checks that
+  docs/launch.md shows the launches it describes."""
+  commands = [
+    c
+    for line, block in doc_commands.shell_blocks(_doc())
+    for c in doc_commands.commands_in(block, DOC, line)
+  ]
+  modules = {c.program for c in commands if c.kind == 'module'}
+  assert 'cost_jax.main' in modules, modules
+  assert len([c for c in commands if c.program == 'cost_jax.main']) >= 10, commands
+  flags = {doc_commands.split_option(a)[0] for c in commands for a in c.args if a.startswith('--')}
   for needed in ('config', 'workdir', 'mode', 'coordinator_address', 'num_processes'):
     assert needed in flags, needed
-
-
-@pytest.mark.parametrize('index', range(len(_commands())))
-def test_command_uses_real_flags_and_config_fields(index):
-  module, args = _commands()[index]
-  known = _module_flags(module)
-  options = [a for a in args if a.startswith('--')]
-  assert [a for a in args if not a.startswith('-')] == [], f'positional arguments in {args}'
-  config_files = [v for n, v in map(_split, options) if n == 'config']
-  assert len(config_files) == 1, args
-  config = _load_config(config_files[0])
-  for option in options:
-    name, value = _split(option)
-    if name.startswith('config.'):
-      assert value is not None, option
-      _override(config, name[len('config.') :], value)
-    else:
-      assert name in known, f'{module} has no flag --{name}'
-      if name == 'mode':
-        assert value in ('train', 'test'), option
-
-
-def test_make_targets_in_the_doc_exist(tmp_path):
-  if shutil.which('make') is None:
-    pytest.skip('make is not installed')
-  targets = set()
-  for block in _shell_blocks():
-    for line in block.splitlines():
-      if line.startswith('make '):
-        words = shlex.split(line.split('#', 1)[0])
-        targets.update(w for w in words[1:] if '=' not in w)
+  targets = {w for c in commands if c.kind == 'make' for w in c.args if '=' not in w}
   assert {'venv', 'venv-gpu', 'venv-tpu'} <= targets, targets
-  for target in sorted(targets):
-    result = subprocess.run(
-      ['make', '-n', target, f'VENV={tmp_path}/venv'],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=60,
-    )
-    assert result.returncode == 0, (target, result.stderr)
 
 
 def _table_rows() -> list[dict[str, str]]:
@@ -186,16 +66,16 @@ def _table_rows() -> list[dict[str, str]]:
 
 def _apply_cell(config: ml_collections.ConfigDict, cell: str) -> None:
   for option in re.findall(r'`([^`]*)`', cell):
-    name, value = _split(option)
+    name, value = doc_commands.split_option(option)
     assert name.startswith('config.') and value is not None, option
-    _override(config, name[len('config.') :], value)
+    doc_commands.override(config, name[len('config.') :], value)
 
 
 def test_setup_table_passes_the_run_checks():
   rows = _table_rows()
   assert len(rows) >= 6, rows
   for row in rows:
-    config = _load_config('configs/costb_k400.py')
+    config = doc_commands.load_config('configs/costb_k400.py')
     processes, devices = int(row['processes']), int(row['devices'])
     _apply_cell(config, row['overrides'])
     config_checks.check_batching(config, num_devices=devices, num_processes=processes)
