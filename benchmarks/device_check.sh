@@ -13,7 +13,8 @@
 # the `auto` rows, the largest batch that fits (doubling from 8, catching the out-of-memory error;
 # under JAX's default GPU memory fraction, 75%: XLA_PYTHON_CLIENT_MEM_FRACTION moves it, and each
 # row's device_limit_mb says what the allocator had). The JSON is rewritten after every row.
-# Then `benchmarks/device_table.py OUTPUT_JSON` prints the README's table and what `auto` should be.
+# Then `benchmarks/device_table.py OUTPUT_JSON` prints the table of benchmarks/README.md and what
+# `auto` should be.
 #
 #   benchmarks/device_check.sh [OUTPUT_JSON]      (default benchmarks/results/device_check.json)
 #

@@ -1,5 +1,5 @@
-"""The README's accelerator table from `device_check.sh` JSONs, and what `conv_impl='auto'`
-should be on each platform.
+"""The accelerator table of benchmarks/README.md from `device_check.sh` JSONs, and what
+`conv_impl='auto'` should be on each platform.
 
   python benchmarks/device_table.py benchmarks/results/device_check.json [MORE.json ...] [--auto]
 
@@ -98,7 +98,7 @@ def _measured(report: dict, arch: str, precision: str) -> dict[str, dict]:
 def auto_choice(report: dict) -> tuple[str | None, str]:
   """(the conv_impl `auto` should resolve to on the report's platform, or None; the reasons)."""
   if report['platform'] == 'cpu':
-    return None, 'a CPU run: the CPU choice comes from benchmarks/vs_pytorch.py (README)'
+    return None, 'a CPU run: the CPU choice comes from benchmarks/vs_pytorch.py'
   rows = _measured(report, 'costb', 'float32')
   missing = [i for i in IMPLS if i not in rows]
   if missing:

@@ -2,7 +2,7 @@
 
 jaxlib 0.10's XLA:CPU hands convolutions (and dots, reductions, elementwise fusions) to the YNN
 kernel library by default. For this model's 2D convolutions that is the slow choice: measured on
-a 2-core x86 CPU at ResNet-50 shapes (benchmarks/vs_pytorch.py, README), XLA's own convolution
+a 2-core x86 CPU at ResNet-50 shapes (benchmarks/README.md), XLA's own convolution
 emitter runs the forward pass 1.1-1.9x and the kernel gradient 1.2-4.4x faster (56x56, 64
 channels, 16 frames: 25 -> 14 and 105 -> 24 ms); the input gradient 1.8x faster at stride 1 on
 56x56 maps, though up to 1.7x slower in the stride-2 layers. YNN keeps the single matmuls and the
