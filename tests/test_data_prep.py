@@ -10,11 +10,11 @@ import sys
 import av
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cost_jax.data import labels, schema, video_decode
 from data_prep import build, convert, encode_video, kinetics400, mit
+from tests import fixtures
 from tests import video_factory as vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,17 +51,29 @@ def read_skipped(out_dir: str, split: str) -> dict[str, tuple[str, str]]:
   return {path: (reason, kept) for path, reason, kept in rows[1:]}
 
 
+def write_good_videos(root: str) -> list[str]:
+  """Five tiny natural-looking videos 24x32 with 5..9 frames at 10 fps; their relative paths."""
+  rels = [f'class{i % 2}/v{i}.mp4' for i in range(5)]
+  for i, rel in enumerate(rels):
+    vf.write_video(os.path.join(root, rel), vf.natural_frames(5 + i, 24, 32, seed=i), fps=10)
+  return rels
+
+
+def lossless_inputs(root: str) -> dict[str, np.ndarray]:
+  """The lossless test's video files (written under `root`), keyed as regenerate_mmaction2.py's
+  `--lossless-inputs` reads them (`NAME:video`, the file's bytes)."""
+  inputs = {}
+  for rel in write_good_videos(root):
+    with open(os.path.join(root, rel), 'rb') as f:
+      inputs[f'data_prep/{rel}:video'] = np.frombuffer(f.read(), np.uint8)
+  return inputs
+
+
 @pytest.fixture(scope='module')
 def good_videos(tmp_path_factory):
-  """Five tiny natural-looking videos 24x32 with 5..9 frames at 10 fps: (relative path, frames
-  as decoded)."""
-  root = tmp_path_factory.mktemp('videos')
-  videos = []
-  for i in range(5):
-    rel = f'class{i % 2}/v{i}.mp4'
-    vf.write_video(str(root / rel), vf.natural_frames(5 + i, 24, 32, seed=i), fps=10)
-    videos.append((rel, decoded_frames(str(root / rel))))
-  return str(root), videos
+  """`write_good_videos`: (root, [(relative path, frames as decoded)])."""
+  root = str(tmp_path_factory.mktemp('videos'))
+  return root, [(rel, decoded_frames(os.path.join(root, rel))) for rel in write_good_videos(root)]
 
 
 def write_list(path, lines):
@@ -142,18 +154,24 @@ def test_build_writes_a_tfds_dataset_equal_to_the_source_videos(good_videos, tmp
 
 
 def test_lossless_conversion_gives_the_official_crops_exactly(good_videos, tmp_path):
-  """PNG at the decoded size: the pipeline's val and test crops are MMAction2's transforms of
-  the frames decoded from the original files, bit for bit (so the test protocol's scores are
-  the official ones)."""
+  """PNG at the decoded size: the pipeline's val and test crops are those of MMAction2's own
+  pipelines (DecordInit, SampleFrames, DecordDecode, Resize, CenterCrop / ThreeCrop,
+  FormatShape) on the same video files, bit for bit (so the test protocol's scores are the
+  official ones). lossless_crops.npz holds the files and MMAction2's crops, recorded by
+  tests/testdata/regenerate_mmaction2.py."""
   from configs import base
-  from cost_jax.data import (
-    input_pipeline,
-    sampling,
-    transforms,
-  )
+  from cost_jax.data import input_pipeline
 
+  recorded = fixtures.load('lossless_crops.npz')
   root, videos = good_videos
-  out = str(tmp_path)
+  for rel, frames in videos:  # the recorded files decode to this test's frames
+    copy = tmp_path / 'recorded' / rel
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(recorded[f'data_prep/{rel}:video'].tobytes())
+    np.testing.assert_array_equal(
+      decoded_frames(str(copy)), frames, err_msg=f'{rel}: not the recorded video'
+    )
+  out = str(tmp_path / 'out')
   convert.convert_split(
     [(os.path.join(root, rel), 0, rel) for rel, _ in videos],
     out,
@@ -174,27 +192,16 @@ def test_lossless_conversion_gives_the_official_crops_exactly(good_videos, tmp_p
     prefetch=1,
   )
   names = {int(row['index']): row['video_id'] for row in read_csv(schema.index_path(out, 'val'))}
-  frames = dict(videos)
-  for mode, num_clips in (('val', 1), ('test', 2)):
+  for mode in ('val', 'test'):
     ds, _ = input_pipeline.create_eval_dataset(
       cfg, split='val', batch_size=1, mode=mode, process_index=0, process_count=1
     )
-    seen = 0
+    seen = []
     for batch in ds.as_numpy_iterator():
-      decoded = frames[names[int(batch['index'][0])]]
-      sampled = tf.constant(
-        decoded[sampling.sample_frame_indices(len(decoded), 4, 2, num_clips, True)]
-      )
-      want = (
-        transforms.val_transform(sampled, short_side=32, crop_size=28)
-        if mode == 'val'
-        else transforms.multi_view_transform(
-          sampled, short_side=32, crop_size=32, num_clips=2, clip_len=4
-        )
-      )
-      np.testing.assert_array_equal(batch['clips'][0], want.numpy())
-      seen += 1
-    assert seen == len(videos)
+      seen.append(names[int(batch['index'][0])])
+      want = fixtures.ncthw_to_nthwc(recorded[f'data_prep/{seen[-1]}:{mode}'])
+      np.testing.assert_array_equal(batch['clips'][0], want[0] if mode == 'val' else want)
+    assert sorted(seen) == sorted(rel for rel, _ in videos)
 
 
 def test_resized_jpeg_frames(good_videos, tmp_path):

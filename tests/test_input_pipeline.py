@@ -13,6 +13,7 @@ from configs import base
 from cost_jax import storage
 from cost_jax.data import dataset as dataset_lib
 from cost_jax.data import input_pipeline, sampling, schema, transforms
+from tests import fixtures
 from tests import tfrecord_factory as factory
 
 NUM_CLASSES = 4
@@ -392,9 +393,25 @@ def test_a_shard_damaged_after_the_check_stops_reading_with_its_name(data_dir, t
       assert 'damaged shard' in message and 'data_prep.verify' in message
 
 
+LOSSLESS_VIDEOS = 3
+
+
+def lossless_inputs():
+  """The frames the lossless test writes as PNG, keyed as regenerate_mmaction2.py's
+  `--lossless-inputs` reads them (`NAME:frames`)."""
+  return {f'input_pipeline/video{i}:frames': _video(i)[0] for i in range(LOSSLESS_VIDEOS)}
+
+
 def test_lossless_frames_give_the_reference_crops_exactly(tmp_path):
-  """PNG frames: val and test crops equal MMAction2's transforms on the source frames."""
-  videos = [_video(i) for i in range(3)]
+  """PNG frames: val and test crops equal MMAction2's own pipelines (SampleFrames, RawFrameDecode,
+  Resize, CenterCrop / ThreeCrop, FormatShape) on the same frames, recorded in
+  lossless_crops.npz by tests/testdata/regenerate_mmaction2.py."""
+  recorded = fixtures.load('lossless_crops.npz')
+  for key, frames in lossless_inputs().items():
+    np.testing.assert_array_equal(
+      frames, recorded[key], err_msg=f'{key}: not the recorded input (regenerate_mmaction2.py)'
+    )
+  videos = [_video(i) for i in range(LOSSLESS_VIDEOS)]
   factory.write_split(
     str(tmp_path), 'train', videos, [f'c{c}' for c in range(NUM_CLASSES)], image_format='png'
   )
@@ -403,19 +420,12 @@ def test_lossless_frames_give_the_reference_crops_exactly(tmp_path):
     ds, _ = input_pipeline.create_eval_dataset(
       cfg, split='train', batch_size=1, mode=mode, process_index=0, process_count=1
     )
+    seen = []
     for batch in _batches(ds):
-      frames = videos[int(batch['index'][0])][0]
-      num_clips = 1 if mode == 'val' else TEST_CLIPS
-      sampled = tf.constant(
-        frames[sampling.sample_frame_indices(len(frames), CLIP_LEN, INTERVAL, num_clips, True)]
-      )
-      if mode == 'val':
-        want = transforms.val_transform(sampled, short_side=32, crop_size=28).numpy()
-      else:
-        want = transforms.multi_view_transform(
-          sampled, short_side=32, crop_size=32, num_clips=TEST_CLIPS, clip_len=CLIP_LEN
-        ).numpy()
-      np.testing.assert_array_equal(batch['clips'][0], want)
+      seen.append(int(batch['index'][0]))
+      want = fixtures.ncthw_to_nthwc(recorded[f'input_pipeline/video{seen[-1]}:{mode}'])
+      np.testing.assert_array_equal(batch['clips'][0], want[0] if mode == 'val' else want)
+    assert sorted(seen) == list(range(LOSSLESS_VIDEOS))
 
 
 def test_only_the_sampled_frames_are_decoded(tmp_path):

@@ -7,8 +7,10 @@ deterministic random weights, and writes what the cost_jax parity tests read: th
 `resnet2d_tv.pth` (`inflation.npz`, `inflation.json`), stand-alone CoST layers
 (`cost_layers.npz`), data-pipeline values (`pipeline.json`, `pipeline_e2e.npz`), bit-exact
 resizes at the configs' scales (pipeline.json's `resize_exact`: the cases and the sha256 of
-MMAction2's outputs; `resize_exact.npz`: a middle row and column of each resized frame) and
-`manifest.json`. The numbers change with the stack, not from run to run; the layout is fixed.
+MMAction2's outputs; `resize_exact.npz`: a middle row and column of each resized frame),
+MMAction2's own test-time pipelines on the inputs of the two lossless-frames tests
+(`lossless_crops.npz`) and `manifest.json`. The numbers change with the stack, not from run to
+run; the layout is fixed.
 
 It runs in its own venv (torch, mmcv, mmaction2; no jax, no cost_jax), never in the project's.
 From the repository root (about a minute to install once torch's wheel is at hand, then
@@ -23,7 +25,7 @@ seconds to run, on 2 cores):
       --cost-repo /tmp/cost-official --output /tmp/regen-out
 
 `--pipeline-only` (no `--cost-repo`) writes only the data-pipeline files: pipeline.json,
-pipeline_e2e.npz and resize_exact.npz.
+pipeline_e2e.npz, resize_exact.npz and lossless_crops.npz.
 
 `torch==2.13.0` resolves to the CPU build where pip can find it (a local wheel or the PyTorch CPU
 index via `--extra-index-url`); mmcv 1.6.1 builds from source as the pure-Python package
@@ -31,11 +33,26 @@ index via `--extra-index-url`); mmcv 1.6.1 builds from source as the pure-Python
 only for `torchvision://` checkpoint names, which this script never uses, so a stand-in module
 (`_install_torchvision_stand_in`) takes its place.
 
+The lossless-frames tests (tests/test_input_pipeline.py, tests/test_data_prep.py) make their own
+inputs: pattern frames (stored as PNG) and x264 videos, written with PyAV, which this venv does
+not have. So lossless_crops.npz keeps those inputs (`NAME:frames`, and `NAME:video`: a file's
+bytes) beside MMAction2's outputs; the script reads them from `--lossless-inputs` (by default
+the committed file) and the tests check that their inputs are the recorded ones. When a test's
+inputs change, record them anew with the project's venv and pass that file:
+
+  .venv/bin/python -c 'from tests import test_data_prep as d, test_input_pipeline as p; \\
+      import numpy as np; np.savez("/tmp/lossless-inputs.npz", **p.lossless_inputs(), \\
+      **d.lossless_inputs("/tmp/lossless-videos"))'
+  /tmp/mmaction2-venv/bin/python tests/testdata/regenerate_mmaction2.py --pipeline-only \\
+      --output /tmp/regen-out --lossless-inputs /tmp/lossless-inputs.npz
+
 Check the result against the JAX port with the project's own venv, then replace the folder:
 
   COST_JAX_FIXTURES=/tmp/regen-out .venv/bin/python -m pytest -q tests/test_models.py \\
       tests/test_cost_layer.py tests/test_weights.py tests/test_torch_pickle.py \\
       tests/test_sampling.py tests/test_transforms.py
+  COST_JAX_FIXTURES=/tmp/regen-out .venv/bin/python -m pytest -q -k lossless \\
+      tests/test_input_pipeline.py tests/test_data_prep.py
   cp /tmp/regen-out/* tests/testdata/mmaction2/
 """
 
@@ -144,6 +161,14 @@ RESIZE_EXACT_TRAIN = (
   ('train_256x340', (256, 340), 2, 31),
   ('train_240x320', (240, 320), 2, 32),
   ('train_360x480', (360, 480), 2, 33),
+)
+# The lossless-frames tests (tests/test_input_pipeline.py, tests/test_data_prep.py): their
+# inputs, read from `--lossless-inputs`, go through MMAction2's own test-time pipelines.
+LOSSLESS_SAMPLING = dict(clip_len=4, frame_interval=2, test_mode=True)
+LOSSLESS_SHORT_SIDE, LOSSLESS_VAL_CROP, LOSSLESS_TEST_CROP, LOSSLESS_TEST_CLIPS = 32, 28, 32, 2
+LOSSLESS_FRAME_TMPL = 'img_{:05}.png'  # RawframeDataset's layout: 1-based, as start_index=1
+LOSSLESS_INPUTS = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), 'mmaction2', 'lossless_crops.npz'
 )
 
 
@@ -911,6 +936,91 @@ def resize_exact_cases() -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
   return cases, strips
 
 
+# The lossless-frames tests: MMAction2's test-time pipelines on the tests' own inputs.
+
+
+def lossless_configs(
+  init: tuple[dict[str, Any], ...], decode: tuple[dict[str, Any], ...]
+) -> dict[str, list[dict[str, Any]]]:
+  """The val and test pipelines of the two tests (no Normalize: they compare uint8 clips), with
+  the loading steps of MMAction2's configs: `init` before SampleFrames, `decode` after it."""
+
+  def pipeline(num_clips: int, crop: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+      *init,
+      dict(type='SampleFrames', num_clips=num_clips, **LOSSLESS_SAMPLING),
+      *decode,
+      dict(type='Resize', scale=(-1, LOSSLESS_SHORT_SIDE)),
+      crop,
+      dict(type='FormatShape', input_format='NCTHW'),
+    ]
+
+  return {
+    'val': pipeline(1, dict(type='CenterCrop', crop_size=LOSSLESS_VAL_CROP)),
+    'test': pipeline(LOSSLESS_TEST_CLIPS, dict(type='ThreeCrop', crop_size=LOSSLESS_TEST_CROP)),
+  }
+
+
+# Frame folders (RawframeDataset) and video files (VideoDataset), as the released configs load them.
+LOADING = {
+  'frames': ((), (dict(type='RawFrameDecode'),)),
+  'video': ((dict(type='DecordInit'),), (dict(type='DecordDecode'),)),
+}
+
+
+def read_lossless_inputs(path: str) -> dict[str, tuple[str, np.ndarray]]:
+  """name -> ('frames', uint8 THWC frames) or ('video', the bytes of a video file), from the
+  `{name}:frames` / `{name}:video` arrays of an .npz (the fixture itself, by default)."""
+  inputs = {}
+  with np.load(path) as data:
+    for key in data.files:
+      name, _, field = key.rpartition(':')
+      if field in ('frames', 'video'):
+        inputs[name] = (field, data[key])
+  if not inputs:
+    raise SystemExit(f'{path} holds no `NAME:frames` or `NAME:video` arrays')
+  return inputs
+
+
+def run_lossless(inputs: dict[str, tuple[str, np.ndarray]]) -> tuple[dict, dict[str, np.ndarray]]:
+  """pipeline.json's `lossless_crops` entry and lossless_crops.npz: the inputs again, and per
+  name and mode the pipeline's uint8 output (FormatShape's NCTHW) and frame indices."""
+  import tempfile
+
+  import mmcv
+
+  arrays: dict[str, np.ndarray] = {}
+  videos = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for i, (name, (kind, data)) in enumerate(sorted(inputs.items())):
+      arrays[f'{name}:{kind}'] = data
+      if kind == 'frames':  # PNG files (lossless); mmcv writes BGR arrays
+        frame_dir = os.path.join(tmp, f'frames{i}')
+        for t, frame in enumerate(data):
+          path = os.path.join(frame_dir, LOSSLESS_FRAME_TMPL.format(t + 1))
+          mmcv.imwrite(np.ascontiguousarray(frame[..., ::-1]), path)
+        start = dict(frame_dir=frame_dir, total_frames=len(data), start_index=1)
+        start['filename_tmpl'] = LOSSLESS_FRAME_TMPL
+      else:
+        start = dict(filename=os.path.join(tmp, f'video{i}{os.path.splitext(name)[1]}'))
+        start['start_index'] = 0
+        with open(start['filename'], 'wb') as f:
+          f.write(data.tobytes())
+      entry = {'input': kind}
+      for mode, config in lossless_configs(*LOADING[kind]).items():
+        results = dict(start, modality='RGB')
+        for cfg in config:
+          results = pipeline_step(cfg)(results)
+        imgs = np.asarray(results['imgs'])
+        assert imgs.dtype == np.uint8, imgs.dtype
+        arrays[f'{name}:{mode}'] = imgs
+        arrays[f'{name}:{mode}_frame_inds'] = np.asarray(results['frame_inds'], np.int64)
+        entry[f'{mode}_shape'] = list(imgs.shape)
+      videos[name] = entry
+  configs = {kind: lossless_configs(*loading) for kind, loading in LOADING.items()}
+  return {'pipelines': _plain_json(configs), 'videos': videos}, arrays
+
+
 # Output.
 
 
@@ -952,13 +1062,16 @@ def write_inflation(cost_repo: str, out_dir: str, entries: dict[str, Any]) -> No
     }
 
 
-def write_pipeline(out_dir: str) -> None:
-  """pipeline.json, pipeline_e2e.npz and resize_exact.npz."""
+def write_pipeline(out_dir: str, lossless_inputs: str) -> None:
+  """pipeline.json, pipeline_e2e.npz, resize_exact.npz and lossless_crops.npz."""
+  inputs = read_lossless_inputs(lossless_inputs)  # before writing: it may be the file replaced
   pipeline, e2e_arrays = run_pipeline()
   pipeline['resize_exact'], strips = resize_exact_cases()
+  pipeline['lossless_crops'], lossless_arrays = run_lossless(inputs)
   write_json(os.path.join(out_dir, 'pipeline.json'), pipeline, separators=(',', ':'))
   np.savez_compressed(os.path.join(out_dir, 'pipeline_e2e.npz'), **e2e_arrays)
   np.savez_compressed(os.path.join(out_dir, 'resize_exact.npz'), **strips)
+  np.savez_compressed(os.path.join(out_dir, 'lossless_crops.npz'), **lossless_arrays)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -970,13 +1083,18 @@ def main(argv: list[str] | None = None) -> None:
     action='store_true',
     help='write only the data-pipeline files (no models, no --cost-repo needed)',
   )
+  parser.add_argument(
+    '--lossless-inputs',
+    default=LOSSLESS_INPUTS,
+    help=".npz with the lossless-frames tests' inputs (default: the committed fixture)",
+  )
   args = parser.parse_args(argv)
   if not args.pipeline_only and not args.cost_repo:
     parser.error('--cost-repo is required unless --pipeline-only')
   os.makedirs(args.output, exist_ok=True)
   if args.pipeline_only:
     import_mmaction2()
-    write_pipeline(args.output)
+    write_pipeline(args.output, args.lossless_inputs)
     print(f'wrote the pipeline files to {args.output}')
     return
   versions = import_stack(args.cost_repo)
@@ -985,7 +1103,7 @@ def main(argv: list[str] | None = None) -> None:
   write_inflation(args.cost_repo, args.output, entries)
   layer_arrays, layer_cases = cost_layer_cases(np.random.RandomState(COST_LAYER_SEED))
   np.savez_compressed(os.path.join(args.output, 'cost_layers.npz'), **layer_arrays)
-  write_pipeline(args.output)
+  write_pipeline(args.output, args.lossless_inputs)
   manifest = {
     'set': 'shared',
     'versions': {k: versions[k] for k in ('torch', 'mmcv', 'mmaction2', 'numpy')},
