@@ -1,7 +1,7 @@
 """Kinetics-400 in its official layout -> a TFDS dataset directory (splits train, val[, test]).
 
   python -m data_prep.kinetics400 --root=data/kinetics400 \
-      --output=data/tfds/kinetics400/2.0.0 [--splits=train,val]
+      --output=data/kinetics400/tfrecords [--splits=train,val]
 
 Annotations `kinetics_{split}.csv` (columns label, youtube_id, time_start, time_end, split) are
 read from `--annotations` (default `{root}/annotations`, else `{root}`). Videos are

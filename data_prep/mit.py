@@ -1,6 +1,6 @@
 """Moments in Time v1 -> a TFDS dataset directory (splits train, val).
 
-  python -m data_prep.mit --root=data/mit --output=data/tfds/moments_in_time/2.0.0 \
+  python -m data_prep.mit --root=data/mit --output=data/mit/tfrecords \
       [--splits=train,val]
 
 Annotations (from `--annotations`, default `{root}/annotations`, else `{root}`):

@@ -28,7 +28,7 @@ from absl import flags
 
 from cost_jax import storage
 from cost_jax.data import dataset as dataset_lib
-from cost_jax.data import integrity, records, schema
+from cost_jax.data import integrity, schema
 from data_prep import cli, convert
 from data_prep import progress as progress_lib
 
@@ -44,6 +44,8 @@ def read_records(
   """(records read, problems) of one shard file, reading and parsing every record."""
   import tensorflow as tf
   from tensorflow_datasets.core import example_parser
+
+  from cost_jax.data import records  # TensorFlow, which `--help` does not need
 
   video_features = _features(data_dir)
   image_format = schema.image_format_of(video_features)

@@ -1,7 +1,7 @@
 """The layout of a training workdir, in one place.
 
 WORKDIR/config.json                     the resolved config of the run
-WORKDIR/checkpoints/<step>/{state,meta}  orbax checkpoints (see checkpointing.py)
+WORKDIR/checkpoints/<step>/{state,meta}  orbax checkpoints (see saving.py)
 WORKDIR/manifests/<split>.manifest.json the manifests of the dataset splits used
 WORKDIR/test_<split>_{scores.npz,summary.json}, TensorBoard events, ...
 """

@@ -1,7 +1,8 @@
 """Loads a model for inference, with its class names and test protocol, from any of:
 
 * a trainer workdir (`config.json`, `checkpoints/<step>/state`, `manifests/`), its `checkpoints`
-  directory or one step directory of it: the latest (or that) step's params and BatchNorm stats;
+  directory or one step directory of it: the params and BatchNorm stats of the best step by val
+  top-1 (as the official `save_best='auto'`; the latest when none is recorded), or of that step;
 * a saved-model directory (`model_config.json` + `variables/`, see `cost_jax.weights.saved`);
 * an MMAction2 / CoST checkpoint file (`.pth`, or the same tensors as `.npz`).
 

@@ -1,4 +1,4 @@
-"""Pure step functions; `train.py` jits them over the device mesh.
+"""Pure step functions; `loop.py` jits them over the device mesh.
 
 * `train_step`: gradient accumulation over the micro-batch axis of the batch, one optimiser
   update, running BatchNorm statistics threaded through the micro-batches in order.
