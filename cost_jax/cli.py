@@ -1,14 +1,32 @@
 """What every command line of the project shares: absl flags with underscores, each tool with its
-own flag registry, and one way of reporting a user's mistake (one line, exit status 2)."""
+own flag registry, one way of reporting a user's mistake (one line, exit status 2), and a quiet
+start.
+
+Quiet start (`quiet_startup`, run by `import cost_jax`: `python -m cost_jax.X` imports the package
+before the first line of X, and data_prep imports it before TensorFlow): these stay off the
+terminal: the INFO and WARNING lines of TensorFlow's and XLA's C++ code (TF_CPP_MIN_LOG_LEVEL=2:
+"All log messages before absl::InitializeLog() ...", oneDNN, CPU features, TF-TRT; their errors
+stay), JAX's probing of platforms that are not installed ("Unable to initialize backend 'tpu'",
+"An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is not installed") and
+TensorFlow Datasets' INFO lines and its warning about its own use of a deprecated field. Our own
+logs, and every other warning or error, stay. `COST_JAX_VERBOSE=1` shows everything (with
+TF_CPP_MIN_LOG_LEVEL=0); a TF_CPP_MIN_LOG_LEVEL the user set is kept either way.
+"""
 
 from __future__ import annotations
 
+import logging as py_logging
+import os
 import sys
 from typing import Callable, Sequence
 
 from absl import flags
 
 USER_ERROR_EXIT = 2
+VERBOSE_ENV = 'COST_JAX_VERBOSE'
+VERBOSE_HELP = (
+  f'{VERBOSE_ENV}=1 shows the start-up logs of TensorFlow, XLA and JAX that are hidden by default.'
+)
 
 
 class UsageError(Exception):
@@ -90,7 +108,7 @@ def run(
   user's mistake (`errors`, default `user_errors()`) becomes one line on stderr, exit status 2."""
   argv = list(sys.argv[1:] if argv is None else argv)
   if {'--help', '-h', '--helpfull'} & set(argv):
-    print(f'{doc.strip()}\n\nflags:\n{flag_values.get_help()}')
+    print(f'{doc.strip()}\n\n{VERBOSE_HELP}\n\nflags:\n{flag_values.get_help()}')
     return 0
   caught = errors or user_errors()
   try:
@@ -108,3 +126,58 @@ def start_runtime() -> None:
 
   tf.config.set_visible_devices([], 'GPU')
   compilation_cache.enable()
+
+
+# Log lines of JAX's platform probing (jax._src.xla_bridge): a platform that is not installed.
+# "CUDA backend failed to initialize" (installed but broken) is not among them.
+_PROBING = (
+  "Unable to initialize backend '",
+  'An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is not installed',
+  'A Google TPU may be present on this machine, but either a TPU-enabled jaxlib or libtpu',
+)
+# TensorFlow Datasets' warning about a deprecated field that it reads itself (video features).
+_TFDS_OWN_DEPRECATION = '.dtype` is deprecated. Please change your code to use NumPy'
+_quieted = {'done': False}
+
+
+class _ProbingFilter(py_logging.Filter):
+  """Drops JAX's lines about probing platforms that are not installed."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_PROBING)
+
+
+class _TfdsFilter(py_logging.Filter):
+  """Drops TensorFlow Datasets' INFO lines ("Load dataset info from ...") and its warning about
+  its own use of a deprecated field; its other warnings and errors, and other modules' lines
+  through the absl logger, pass."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if f'{os.sep}tensorflow_datasets{os.sep}' not in record.pathname:
+      return True
+    if record.levelno < py_logging.WARNING:
+      return False
+    return _TFDS_OWN_DEPRECATION not in record.getMessage()
+
+
+def verbose() -> bool:
+  """Whether COST_JAX_VERBOSE asks for the libraries' start-up logs (set, and not 0/false/no)."""
+  return os.environ.get(VERBOSE_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
+
+
+def quiet_startup() -> None:
+  """Keeps the libraries' start-up logs off the terminal (see the module docstring), unless
+  COST_JAX_VERBOSE is set. Environment variables only take effect before TensorFlow and jaxlib
+  are loaded: `cost_jax/__init__.py` calls this first thing."""
+  if _quieted['done']:
+    return
+  _quieted['done'] = True
+  if verbose():
+    # jax sets 1 (no INFO) when it is imported first; verbose means all of TF's and XLA's lines.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0')
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from absl import logging as absl_logging
+
+  py_logging.getLogger('jax._src.xla_bridge').addFilter(_ProbingFilter())
+  absl_logging.get_absl_logger().addFilter(_TfdsFilter())
