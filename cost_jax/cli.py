@@ -1,6 +1,6 @@
 """What every command line of the project shares: absl flags with underscores, each tool with its
-own flag registry, one way of reporting a user's mistake (one line, exit status 2), and a quiet
-start.
+own flag registry, one way of reporting a user's mistake (one line, exit status 2; a short usage
+when required flags are missing), and a quiet start.
 
 Quiet start (`quiet_startup`, run by `import cost_jax`: `python -m cost_jax.X` imports the package
 before the first line of X, and data_prep imports it before TensorFlow): these stay off the
@@ -31,6 +31,10 @@ VERBOSE_HELP = (
 
 class UsageError(Exception):
   """A command line that cannot work (unknown flag, missing value, bad combination)."""
+
+
+class MissingFlagsError(UsageError):
+  """Required flags left empty: `run` shows the command's usage above the error."""
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -73,10 +77,23 @@ def define_checkpoint_flag(flag_values: flags.FlagValues) -> None:
 
 
 def require(flag_values: flags.FlagValues, *names: str) -> None:
-  """Raises UsageError naming the first of the flags `names` left empty."""
-  for name in names:
-    if not flag_values[name].value:
-      raise UsageError(f'--{name} is required')
+  """Raises MissingFlagsError naming the flags among `names` left empty."""
+  missing = [f'--{name}' for name in names if not flag_values[name].value]
+  if missing:
+    raise MissingFlagsError(required_message(missing))
+
+
+def required_message(missing: Sequence[str]) -> str:
+  """'--a is required', '--a and --b are required'."""
+  return f'{" and ".join(missing)} {"is" if len(missing) == 1 else "are"} required'
+
+
+def usage(doc: str, prog: str) -> str:
+  """A short usage from a command's docstring: its first paragraph and the indented command lines
+  that follow it, then where the rest is."""
+  paragraphs = doc.strip().split('\n\n')
+  shown = paragraphs[:1] + [p for p in paragraphs[1:2] if p.startswith('  ')]
+  return '\n\n'.join(shown + [f'Every flag: python -m {prog} --help'])
 
 
 def report(error: BaseException) -> int:
@@ -105,7 +122,8 @@ def run(
   errors: tuple[type[Exception], ...] | None = None,
 ) -> int:
   """Parses the flags and calls `main(positional)`; `--help` prints `doc` and the flags; a
-  user's mistake (`errors`, default `user_errors()`) becomes one line on stderr, exit status 2."""
+  user's mistake (`errors`, default `user_errors()`) becomes one line on stderr, exit status 2,
+  below the short usage of `doc` when required flags are missing (`require`)."""
   argv = list(sys.argv[1:] if argv is None else argv)
   if {'--help', '-h', '--helpfull'} & set(argv):
     print(f'{doc.strip()}\n\n{VERBOSE_HELP}\n\nflags:\n{flag_values.get_help()}')
@@ -113,6 +131,10 @@ def run(
   caught = errors or user_errors()
   try:
     return main(parse(flag_values, prog, argv))
+  except MissingFlagsError as e:
+    if doc:
+      print(f'{usage(doc, prog)}\n', file=sys.stderr)
+    return report(e)
   except caught as e:
     return report(e)
 
