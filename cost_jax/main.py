@@ -9,6 +9,10 @@ detects (SLURM with several tasks, Open MPI, TPU pods), or with the explicit fla
 checkpoint and exits with status 143; starting the same command again resumes it. If a process
 of a multi-process run dies, the others stop within about --heartbeat_timeout seconds, with an
 error naming it (`cost_jax.runtime.distributed`).
+
+Without --config or --workdir, or with a --mode other than train or test, it prints a short usage
+and exits with status 2 (every flag: --helpfull). The start-up logs of TensorFlow, XLA and JAX
+are hidden (`cost_jax.cli.quiet_startup`); COST_JAX_VERBOSE=1 shows them.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 INTERRUPTED_EXIT_CODE = 143
+
+USAGE = f"""\
+usage: python -m cost_jax.main --config=FILE --workdir=DIR [--mode=train|test] [--FLAG=VALUE ...]
+
+  train:   python -m cost_jax.main --config=configs/costb_k400.py --workdir=runs/costb
+  resume:  the same command again (training resumes from the latest checkpoint in --workdir)
+  test:    python -m cost_jax.main --config=configs/costb_k400.py --workdir=runs/costb --mode=test
+           [--checkpoint=PATH]  (default: the best or latest checkpoint in --workdir)
+  a config field:  --config.batch_size=16 (any field of the config file)
+
+Every flag: python -m cost_jax.main --helpfull
+{cli.VERBOSE_HELP}"""
 
 
 def main(argv):
@@ -114,13 +130,30 @@ def _run(argv) -> None:
     evaluate.run_test_protocol(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
 
 
+def _usage_mistake(error: flags.Error) -> str | None:
+  """The error line for the mistakes that show the usage (--config or --workdir missing, a bad
+  --mode), else None."""
+  text = str(error)
+  missing = [f'--{name}' for name in ('config', 'workdir') if f'flag --{name}=None:' in text]
+  if missing:
+    return cli.required_message(missing)
+  if text.startswith('flag --mode='):
+    return f'{text.split(":", 1)[0][len("flag ") :]}: must be train or test'
+  return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config override reported in one line."""
+  """absl's flag parsing: a missing --config/--workdir or a bad --mode shows the usage, another bad
+  flag or config override is reported in one line; both exit with status 2."""
   try:
     remaining = FLAGS(argv)
     FLAGS.config.get('model')  # the config file loads lazily: fail here, not mid-run
     return remaining
   except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    mistake = _usage_mistake(e) if isinstance(e, flags.IllegalFlagValueError) else None
+    if mistake:
+      print(USAGE + '\n', file=sys.stderr)
+      sys.exit(cli.report(cli.UsageError(mistake)))
     # An unknown config field comes as AttributeError/KeyError, a missing file as OSError.
     text = str(e).replace('\\n', ' ').replace("\\'", "'")
     if len(text) > 1 and text[0] == text[-1] == "'":
