@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 from absl import app, flags, logging
 
+import cost_jax  # noqa: F401  (before TensorFlow: its start-up logs stay off the terminal)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'demo_out', 'Where data, runs and results go.')
 flags.DEFINE_list('archs', ['costb', 'c2d'], 'Models to train, among costb and c2d.')
