@@ -10,6 +10,7 @@ from configs import base
 from cost_jax.models import create_model, custom_grads
 from cost_jax.models.recognizer import resolve_conv_impl
 from cost_jax.training import config_checks
+from tests import trees
 
 POOLS = [
   # (window, strides, padding): the stem's max-pool, its temporal variant, and pool2.
@@ -84,16 +85,11 @@ def test_whole_model_train_step_gradients_equal_fold2d(arch):
   (loss_a, stats_a), grads_a = results['fold2d']
   (loss_b, stats_b), grads_b = results['fold2d_custom_grads']
   np.testing.assert_allclose(loss_b, loss_a, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(stats_a), jax.tree.leaves(stats_b)):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-  leaves_a = jax.tree_util.tree_leaves_with_path(grads_a)
-  leaves_b = jax.tree.leaves(grads_b)
-  assert len(leaves_a) == len(leaves_b)
-  for (path, a), b in zip(leaves_a, leaves_b):
+  for path, a, b in trees.leaf_pairs(stats_a, stats_b):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=path)
+  for path, a, b in trees.leaf_pairs(grads_a, grads_b):
     scale = float(jnp.max(jnp.abs(a))) + 1e-12
-    np.testing.assert_allclose(
-      b, a, atol=2e-5 * scale, rtol=1e-4, err_msg=jax.tree_util.keystr(path)
-    )
+    np.testing.assert_allclose(b, a, atol=2e-5 * scale, rtol=1e-4, err_msg=path)
 
 
 def test_auto_resolves_per_platform_and_bad_values_are_config_errors():

@@ -34,7 +34,7 @@ from cost_jax.checkpoints import integrity, saving
 from cost_jax.inference import loading
 from cost_jax.models import create_model
 from cost_jax.training import loop, optim, sharding
-from tests import train_testlib
+from tests import train_testlib, trees
 from tests.fault_injection import FAULT_ENV, TMP_SUFFIX
 
 FULL = os.environ.get('COST_JAX_FAULT_TRIALS', '') == 'full'
@@ -181,8 +181,8 @@ def _finished(workdir: str) -> list[int]:
 
 
 def _equal(a, b) -> bool:
-  return jax.tree.structure(a) == jax.tree.structure(b) and all(
-    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  return trees.same_structure(a, b) and all(
+    np.array_equal(x, y) for _, x, y in trees.leaf_pairs(a, b)
   )
 
 
@@ -384,9 +384,7 @@ def _damage_trial(two, root: str, rel: str, kind: str) -> tuple[str, list[str]]:
     step_dir, _ = loading.select_step_directory(workdir)
     variables = loading.restore_train_state_variables(step_dir, two['model_config'])
     expected = states[int(os.path.basename(step_dir))]
-    want = jax.tree.leaves({'params': expected.params, 'batch_stats': expected.batch_stats})
-    got = jax.tree.leaves(variables)
-    if len(got) != len(want) or not all(np.array_equal(a, b) for a, b in zip(got, want)):
+    if not _equal(variables, {'params': expected.params, 'batch_stats': expected.batch_stats}):
       problems.append(f'the loader returned wrong variables from {step_dir}')
     loader = 'read'
   except integrity.CheckpointDamagedError as e:

@@ -23,7 +23,7 @@ from cost_jax.training.config_checks import ConfigError
 from cost_jax.training.state import create_train_state
 from cost_jax.weights import import_mmaction2, saved
 from cost_jax.weights.mmaction2 import ArchitectureMismatchError
-from tests import fixtures, train_testlib
+from tests import fixtures, train_testlib, trees
 
 
 def _fixture_config(num_classes: int, arch: str = 'costb') -> ml_collections.ConfigDict:
@@ -175,10 +175,8 @@ def test_norm_eval_keeps_every_batchnorm_in_inference_mode():
   )
   evaluated = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, clips)
   np.testing.assert_allclose(trained, evaluated, rtol=1e-6, atol=1e-6)
-  for a, b in zip(
-    jax.tree.leaves(mutated['batch_stats']), jax.tree.leaves(variables['batch_stats'])
-  ):
-    np.testing.assert_array_equal(a, b)
+  for path, a, b in trees.leaf_pairs(mutated['batch_stats'], variables['batch_stats']):
+    np.testing.assert_array_equal(a, b, err_msg=path)
 
 
 def test_backbone_lr_multiplier_scales_only_the_backbone_step():

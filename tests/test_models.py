@@ -12,7 +12,7 @@ from cost_jax.models import count_params, create_model
 from cost_jax.models.conv import Conv3D
 from cost_jax.models.cost_layer import CoSTConv
 from cost_jax.weights import mmaction2
-from tests import fixtures
+from tests import fixtures, trees
 
 
 def _model_and_variables(arch, **overrides):
@@ -177,8 +177,8 @@ def test_fold2d_and_conv3d_have_equal_gradients(layer):
       return jnp.sum(module.apply(v, x) * target)
 
     grads[fold] = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
-  for a, b in zip(jax.tree_util.tree_leaves(grads[True]), jax.tree_util.tree_leaves(grads[False])):
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  for path, a, b in trees.leaf_pairs(grads[True], grads[False]):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4, err_msg=path)
 
 
 def test_remat_recomputes_blocks_with_equal_gradients():
@@ -194,9 +194,11 @@ def test_remat_recomputes_blocks_with_equal_gradients():
       m.apply({**variables, 'params': p}, x, True, mutable=['batch_stats'])[0] ** 2
     )
     grads.append(jax.jit(jax.grad(loss))(variables['params']))
-  for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
+  for path, a, b in trees.leaf_pairs(*grads):
     # Float rounding of sums over the batch: relative to each gradient's own scale.
-    np.testing.assert_allclose(a, b, atol=1e-6 * float(jnp.max(jnp.abs(b))), rtol=1e-5)
+    np.testing.assert_allclose(
+      a, b, atol=1e-6 * float(jnp.max(jnp.abs(b))), rtol=1e-5, err_msg=path
+    )
   # The config switch puts every block of the backbone under remat.
   clips = jnp.zeros((2, 4, 16, 16, 3))
   model = create_model(_tiny('costb', remat=True))

@@ -16,7 +16,7 @@ from cost_jax.inference import loading, video_clips
 from cost_jax.training.state import TrainState
 from cost_jax.weights import import_mmaction2
 from cost_jax.weights.saved import save_model
-from tests import fixtures, train_testlib, video_factory
+from tests import fixtures, train_testlib, trees, video_factory
 
 NAMES = [f'action {i}' for i in range(10)]  # the costb fixture has 10 classes
 # Test protocol at toy size; clip_len 4 x interval 2 over 20 frames gives 10 distinct clip starts.
@@ -201,8 +201,8 @@ def test_trainer_workdir_checkpoint_and_step(tmp_path, bundle, videos):
   assert latest.label_names == NAMES[::-1]  # from the data manifest
   assert latest.protocol.clip_len == 4 and latest.protocol.crop_size == 28  # from config.json
   assert latest.protocol.test_num_clips == config.data.test_num_clips
-  for got, want in zip(jax.tree.leaves(latest.variables), jax.tree.leaves(bundle.variables)):
-    np.testing.assert_array_equal(got, want)
+  for path, got, want in trees.leaf_pairs(latest.variables, bundle.variables):
+    np.testing.assert_array_equal(got, want, err_msg=path)
   older = loading.load_bundle(os.path.join(workdir, 'checkpoints', '3'))
   kernel = older.variables['params']['cls_head']['fc_cls']['kernel']
   np.testing.assert_allclose(

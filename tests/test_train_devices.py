@@ -4,10 +4,9 @@ batch and BatchNorm groups."""
 import re
 import subprocess
 
-import jax
 import numpy as np
 
-from tests import train_testlib
+from tests import train_testlib, trees
 
 
 def _logged_losses(log: str) -> dict[int, float]:
@@ -57,7 +56,7 @@ def test_one_and_four_devices_train_identically(tmp_path):
   )  # as logged, 6 significant digits
   one = train_testlib.load_state(runs[1][2], 1)
   four = train_testlib.load_state(runs[4][2], 1)
-  for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one)):
+  for path, a, b in trees.leaf_pairs(four, one):
     # The devices sum gradients in another order: float32 noise scales with each tensor's size.
     scale = max(1.0, float(np.abs(b).max()))
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale, err_msg=path)

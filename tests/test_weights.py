@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -18,7 +17,7 @@ from cost_jax.weights import (
 )
 from cost_jax.weights.mmaction2 import infer_model_config
 from cost_jax.weights.saved import load_model
-from tests import fixtures
+from tests import fixtures, trees
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 
@@ -160,8 +159,6 @@ def test_import_command_line_writes_a_loadable_model(tmp_path):
   model_config, variables = load_model(str(out))
   _, reference = import_mmaction2(fixtures.path('costb.pth'))
   assert model_config.arch == 'costb' and tuple(model_config.conv1_kernel) == (1, 7, 7)
-  for a, b in zip(
-    jax.tree_util.tree_leaves(variables),
-    jax.tree_util.tree_leaves({k: reference[k] for k in ('batch_stats', 'params')}),
-  ):
-    np.testing.assert_array_equal(a, b)
+  reference = {k: reference[k] for k in ('batch_stats', 'params')}
+  for path, a, b in trees.leaf_pairs(variables, reference):
+    np.testing.assert_array_equal(a, b, err_msg=path)
