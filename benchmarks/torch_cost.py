@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 # The block layout is the JAX model's own (a benchmark may import the package).
 from cost_jax.models.recognizer import backbone_architecture
-from cost_jax.models.resnet3d import ARCHS, EXPANSION, block_convs, expand_inflate
+from cost_jax.models.resnet3d import ARCHS, EXPANSION, STAGE_BLOCKS, block_convs, expand_inflate
 
 
 def _triple(v) -> tuple[int, int, int]:
@@ -187,7 +187,7 @@ class ResNet3dCoST(nn.Module):
     self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1), (0, 0, 0))
     self.res_layers = []
     in_channels = base_channels
-    for stage, flags in enumerate(expand_inflate(inflate, depth)):
+    for stage, flags in enumerate(expand_inflate(inflate, STAGE_BLOCKS[depth])):
       planes = base_channels * 2**stage
       stride = (temporal_strides[stage], spatial_strides[stage], spatial_strides[stage])
       downsample = None

@@ -260,7 +260,7 @@ def test_fine_tuning_run_from_an_mmaction2_checkpoint(tmp_path):
   """The whole flow on tiny data: 10-class checkpoint -> 4 classes, layer1 frozen."""
   data_dir = str(tmp_path / 'data')
   train_testlib.write_tiny_dataset(data_dir)
-  config = train_testlib.tiny_config(data_dir, arch='costb')
+  config = train_testlib.tiny_config(data_dir, arch='costb', r50=True)
   config.model.update(base_channels=8, frozen_stages=1)
   config.init.mmaction2 = fixtures.path('costb.pth')
   config.optimizer.backbone_lr_mult = 0.1

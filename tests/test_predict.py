@@ -191,7 +191,7 @@ def _trainer_workdir(root, config, variables, steps):
 
 
 def test_trainer_workdir_checkpoint_and_step(tmp_path, bundle, videos):
-  config = train_testlib.tiny_config('unused', arch='costb')
+  config = train_testlib.tiny_config('unused', arch='costb', r50=True)
   config.model.update(num_classes=10, base_channels=8)  # the fixture's width and classes
   config.data.update(**{k: v for k, v in TINY.items() if k != 'views_per_chunk'})
   model_config, variables = import_mmaction2(fixtures.path('costb.pth'), config)

@@ -4,18 +4,21 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from configs import base
+from cost_jax.models.resnet3d import blocks_per_stage
+from cost_jax.models.variables import init_variables
 from cost_jax.weights import (
   CheckpointMismatchError,
   import_mmaction2,
   inflate_resnet2d,
   variables_to_state_dict,
 )
-from cost_jax.weights.mmaction2 import infer_model_config
+from cost_jax.weights.mmaction2 import ArchitectureMismatchError, check_against, infer_model_config
 from cost_jax.weights.saved import load_model
 from tests import fixtures, trees
 
@@ -162,3 +165,28 @@ def test_import_command_line_writes_a_loadable_model(tmp_path):
   reference = {k: reference[k] for k in ('batch_stats', 'params')}
   for path, a, b in trees.leaf_pairs(variables, reference):
     np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def test_stage_blocks_build_other_block_counts_and_are_inferred_from_a_checkpoint():
+  config = base.get_model_config('costb')
+  config.update(base_channels=4, num_classes=3, stage_blocks=(1, 2, 1, 1))
+  config.inflate = ((1,), (0, 1), (1,), (0,))
+  shapes = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
+  backbone = shapes['params']['backbone']
+  assert {k for k in backbone if k.startswith('layer')} == {
+    'layer1_0',
+    'layer2_0',
+    'layer2_1',
+    'layer3_0',
+    'layer4_0',
+  }
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  inferred = infer_model_config(variables_to_state_dict(zeros))
+  assert (inferred.depth, inferred.stage_blocks) == (50, (1, 2, 1, 1))
+  assert inferred.inflate == ((1,), (0, 1), (1,), (0,)) and inferred.arch == 'costb'
+  r50 = base.get_model_config('costb')
+  r50.update(base_channels=4, num_classes=3)
+  with pytest.raises(ArchitectureMismatchError, match=r'stage_blocks: checkpoint \(1, 2, 1, 1\)'):
+    check_against(inferred, r50, 'ckpt')
+  with pytest.raises(ValueError, match='expected 4 stages of >= 1 block'):
+    blocks_per_stage(50, (1, 0, 1, 1))

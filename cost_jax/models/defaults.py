@@ -20,6 +20,8 @@ def get_model_config(arch: str = 'costb') -> ml_collections.ConfigDict:
     dict(
       arch=arch,  # c2d | i3d | costa | costb | 3x3x3
       depth=50,  # 50 | 101 | 152
+      stage_blocks=(),  # blocks per stage, e.g. (1, 1, 1, 1), instead of the depth's (3, 4, 6, 3)
+      # (MMAction2's ResNet3d `stage_blocks`); () = the depth's. Small networks for tests.
       base_channels=64,  # width of the stem; stages use 1x, 2x, 4x, 8x (x4 expansion)
       num_classes=400,
       conv1_kernel=(1, 7, 7),

@@ -53,6 +53,7 @@ def backbone_architecture(model_config: Mapping[str, Any]) -> dict[str, Any]:
   return dict(
     arch=cfg['arch'],
     depth=cfg['depth'],
+    stage_blocks=tuple(cfg.get('stage_blocks', ())),
     base_channels=cfg['base_channels'],
     conv1_kernel=tuple(cfg.get('conv1_kernel', (1, 7, 7))),
     conv1_stride_t=cfg.get('conv1_stride_t', 1),

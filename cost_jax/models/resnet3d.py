@@ -23,20 +23,31 @@ ARCHS = ('c2d', 'i3d', 'costa', 'costb', '3x3x3')
 EXPANSION = 4
 
 
-def expand_inflate(inflate, depth: int) -> tuple[tuple[int, ...], ...]:
-  """Per-block inflate flags: an int per stage is repeated over its blocks (as MMAction2)."""
-  blocks = STAGE_BLOCKS[depth]
+def blocks_per_stage(depth: int, stage_blocks: Sequence[int] = ()) -> tuple[int, ...]:
+  """Bottleneck blocks of each stage: `stage_blocks` if given (as MMAction2's ResNet3d argument of
+  that name), else the depth's."""
+  if stage_blocks:
+    if len(stage_blocks) != 4 or min(stage_blocks) < 1:
+      raise ValueError(f'stage_blocks {tuple(stage_blocks)}: expected 4 stages of >= 1 block')
+    return tuple(int(n) for n in stage_blocks)
+  if depth not in STAGE_BLOCKS:
+    raise ValueError(f'unknown depth {depth}; expected one of {sorted(STAGE_BLOCKS)}')
+  return STAGE_BLOCKS[depth]
+
+
+def expand_inflate(inflate, blocks: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+  """Per-block inflate flags for stages of `blocks` blocks: an int per stage is repeated over its
+  blocks (as MMAction2)."""
   if isinstance(inflate, int):
     inflate = (inflate,) * len(blocks)
   if len(inflate) != len(blocks):
-    raise ValueError(f'inflate has {len(inflate)} stages; depth {depth} has {len(blocks)}')
+    raise ValueError(f'inflate has {len(inflate)} stages; the network has {len(blocks)}')
   out = []
   for stage, (flags, n) in enumerate(zip(inflate, blocks)):
     flags = (flags,) * n if isinstance(flags, int) else tuple(flags)
     if len(flags) != n:
       raise ValueError(
-        f'inflate of stage {stage + 1} has {len(flags)} flags, the stage has '
-        f'{n} blocks at depth {depth}'
+        f'inflate of stage {stage + 1} has {len(flags)} flags, the stage has {n} blocks'
       )
     out.append(tuple(int(f) for f in flags))
   return tuple(out)
@@ -142,6 +153,7 @@ class ResNet3d(nn.Module):
 
   arch: str = 'costb'
   depth: int = 50
+  stage_blocks: tuple[int, ...] = ()  # blocks per stage instead of the depth's (MMAction2's)
   base_channels: int = 64
   conv1_kernel: tuple[int, int, int] = (1, 7, 7)
   conv1_stride_t: int = 1
@@ -174,8 +186,7 @@ class ResNet3d(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.arch not in ARCHS:
       raise ValueError(f'unknown arch {self.arch!r}; expected one of {ARCHS}')
-    if self.depth not in STAGE_BLOCKS:
-      raise ValueError(f'unknown depth {self.depth}; expected one of {sorted(STAGE_BLOCKS)}')
+    blocks = blocks_per_stage(self.depth, self.stage_blocks)
     common = dict(
       fold=self.fold,
       custom_grads=self.custom_grads,
@@ -197,7 +208,7 @@ class ResNet3d(nn.Module):
     x = self._end_of_stage(x, 0)
 
     block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
-    inflate = expand_inflate(self.inflate, self.depth)
+    inflate = expand_inflate(self.inflate, blocks)
     in_channels = self.base_channels
     for stage, flags in enumerate(inflate):
       planes = self.base_channels * 2**stage

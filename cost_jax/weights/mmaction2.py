@@ -10,14 +10,22 @@ import numpy as np
 from flax import traverse_util
 
 from cost_jax.models.defaults import get_model_config
-from cost_jax.models.resnet3d import STAGE_BLOCKS, expand_inflate
+from cost_jax.models.resnet3d import STAGE_BLOCKS, blocks_per_stage, expand_inflate
 from cost_jax.models.variables import abstract_variables
 from cost_jax.weights import keymap
 from cost_jax.weights.torch_pickle import load_state_dict
 
 # Fields of the model config that a checkpoint's tensors determine. The temporal strides of the
 # stem leave no trace in the weights; a given config decides them.
-ARCH_FIELDS = ('arch', 'depth', 'base_channels', 'num_classes', 'conv1_kernel', 'inflate')
+ARCH_FIELDS = (
+  'arch',
+  'depth',
+  'stage_blocks',
+  'base_channels',
+  'num_classes',
+  'conv1_kernel',
+  'inflate',
+)
 
 
 class CheckpointMismatchError(ValueError):
@@ -86,10 +94,11 @@ def infer_model_config(
     }
     blocks.append(max(indices) + 1 if indices else 0)
   depth = next((d for d, b in STAGE_BLOCKS.items() if tuple(blocks) == b), None)
-  if depth is None:
-    raise ValueError(
-      f'{source}: blocks per stage {tuple(blocks)} match no ResNet depth ({STAGE_BLOCKS})'
-    )
+  stage_blocks = ()
+  if depth is None:  # other numbers of bottleneck blocks: MMAction2's `stage_blocks`
+    if not all(blocks):
+      raise ValueError(f'{source}: blocks per stage {tuple(blocks)}: a stage has no block')
+    depth, stage_blocks = 50, tuple(blocks)
   flags, archs = [], set()
   for stage, n in enumerate(blocks, start=1):
     stage_flags = []
@@ -111,6 +120,7 @@ def infer_model_config(
   config.update(
     dict(
       depth=depth,
+      stage_blocks=stage_blocks,
       base_channels=int(stem.shape[0]),
       num_classes=int(sd['cls_head.fc_cls.weight'].shape[0]),
       conv1_kernel=conv1_kernel,
@@ -128,11 +138,13 @@ def check_against(
   """Raises ArchitectureMismatchError listing each field of `ARCH_FIELDS` that differs."""
   diffs = []
   for field in (f for f in ARCH_FIELDS if f not in ignore):
-    got, want = inferred[field], wanted[field]
+    got, want = inferred.get(field, ()), wanted.get(field, ())
     if field == 'inflate':
-      if inferred['depth'] != wanted['depth']:
-        continue  # the depth differs already; the patterns cannot be compared block by block
-      got, want = expand_inflate(got, inferred['depth']), expand_inflate(want, wanted['depth'])
+      got_blocks = blocks_per_stage(inferred['depth'], inferred.get('stage_blocks', ()))
+      want_blocks = blocks_per_stage(wanted['depth'], wanted.get('stage_blocks', ()))
+      if got_blocks != want_blocks:
+        continue  # the blocks differ already; the patterns cannot be compared block by block
+      got, want = expand_inflate(got, got_blocks), expand_inflate(want, want_blocks)
     elif isinstance(want, (tuple, list)):
       got, want = tuple(got), tuple(want)
     if field == 'arch' and not any(map(any, inferred['inflate'])):
