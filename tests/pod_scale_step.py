@@ -77,7 +77,7 @@ def one_step(config, out: str) -> None:
   )
   tx = optim.create_optimizer(config.optimizer, schedule, config.model.frozen_stages)
   step = loop.jit_train_step(config, model, tx, schedule, mesh)
-  results = {}
+  results, compiled = {}, None
   variants = ['step'] + (['swapped', 'ulp'] if jax.process_count() == 1 else [])
   for name in variants:
     batch = swap_across_groups(global_batch(config)) if name == 'swapped' else global_batch(config)
@@ -86,9 +86,10 @@ def one_step(config, out: str) -> None:
     if name == 'ulp':  # every parameter one float32 step up: the model's float32 noise
       state = state.replace(params=jax.tree.map(lambda p: jnp.nextafter(p, jnp.inf), state.params))
     args = (state, loop.device_batch(host, config, mesh))
-    compiled = step.lower(*args).compile()
-    # Gloo gives processes 30 s to meet at a new group's first collective: meet after compiling.
-    multihost_utils.sync_global_devices(f'pod_scale_step: compiled {name}')
+    if compiled is None:  # the variants share shapes and shardings: one compile
+      compiled = step.lower(*args).compile()
+      # Gloo gives processes 30 s to meet at a new group's first collective: meet after compiling.
+      multihost_utils.sync_global_devices('pod_scale_step: compiled')
     state, metrics = sharding.to_host(compiled(*args))
     leaves = jax.tree_util.tree_leaves_with_path({'state': state, 'metrics': metrics})
     results.update({f'{name}{jax.tree_util.keystr(k)}': v for k, v in leaves})
