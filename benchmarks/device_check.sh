@@ -26,6 +26,7 @@
 #   BATCH=8 (per device)  FRAMES=8  SIZE=224  WIDTH=64 (model.base_channels)  REPEATS=5  MAX_ROWS=0 (all)
 #   BATCH_SEARCH=auto (the auto rows) | first (row 1 only) | all | none   BATCH_TRIES=3 (CPU: 1)
 #   MAX_BATCH=1024 (CPU: 2*BATCH)   SEARCH_BUDGET_S=TIME_BUDGET_S/8 (per row)
+#   STAGE_BLOCKS= (R50's) | e.g. 1,1,1,1: blocks per stage (model.stage_blocks), every block inflated
 #   ALLOW_CPU=1: run on a CPU (MFU against a measured float32 matmul; no device memory figures), e.g.
 #     ALLOW_CPU=1 SIZE=32 FRAMES=4 WIDTH=8 BATCH=2 TESTS=tests/test_cost_layer.py \
 #       TESTS_K=CoSTb-111 MAX_ROWS=2 benchmarks/device_check.sh /tmp/device_check.json

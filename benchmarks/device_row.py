@@ -130,6 +130,9 @@ def row(args) -> dict:
   config.conv_impl = args.impl
   config.precision = args.precision
   config.base_channels = args.width
+  if args.stage_blocks:  # one inflate flag per block: every block of CoST / I3D inflated
+    config.stage_blocks = tuple(int(n) for n in args.stage_blocks.split(','))
+    config.inflate = tuple((int(args.arch != 'c2d'),) * n for n in config.stage_blocks)
   config.bn_group_size = 0
   model = create_model(config)
   tx = jax_steps.official_tx()
@@ -243,6 +246,7 @@ def main() -> None:
   parser.add_argument('--frames', type=int, default=8)
   parser.add_argument('--size', type=int, default=224)
   parser.add_argument('--width', type=int, default=64, help='model.base_channels (64: R50)')
+  parser.add_argument('--stage-blocks', default='', help="e.g. 1,1,1,1 (empty: the depth's)")
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--search-tries', type=int, default=0)
   parser.add_argument('--max-batch', type=int, default=1 << 20)

@@ -79,7 +79,8 @@ def test_auto_is_chosen_from_a_complete_accelerator_run():
 
 def test_cpu_dry_run_writes_the_json_and_the_table(tmp_path):
   """Two rows of C2D (float32 with a one-step batch search, bfloat16), two skipped by MAX_ROWS,
-  one parity test. XLA at -O0 with a compilation cache: this checks the script, not speed."""
+  one parity test. One block per stage, XLA at -O0 with a compilation cache: this checks the
+  script, not speed."""
   output = tmp_path / 'device_check.json'
   env = dict(
     os.environ,
@@ -88,6 +89,7 @@ def test_cpu_dry_run_writes_the_json_and_the_table(tmp_path):
     SIZE='32',
     FRAMES='4',
     WIDTH='8',
+    STAGE_BLOCKS='1,1,1,1',
     BATCH='2',
     REPEATS='2',
     ARCHS='c2d',

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import jax
@@ -20,11 +19,11 @@ import orbax.checkpoint as ocp
 
 from configs import base
 from tests import tfrecord_factory
+from tests.xla_cache import XLA_CACHE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('a', 'b', 'c', 'd')
 NUM_TRAIN, NUM_VAL = 8, 6
-XLA_CACHE = os.path.join(tempfile.gettempdir(), f'cost_jax_test_xla_cache_{os.getuid()}')
 
 
 def write_tiny_dataset(data_dir: str) -> dict[str, list[int]]:
