@@ -58,10 +58,14 @@ def test_pointwise_value_and_gradients_equal_einsum():
 
 
 def _tiny(arch, conv_impl):
+  """Width 4 with 5 blocks: every stage's first block (strided, with its downsample) and one
+  identity block; for CoST(b) both inflated and plain blocks, as R50 mixes them."""
   config = base.get_model_config(arch)
   config.update(
     base_channels=4, num_classes=5, dropout_ratio=0.0, bn_group_size=2, conv_impl=conv_impl
   )
+  inflated = int(arch != 'c2d')
+  config.update(stage_blocks=(1, 2, 1, 1), inflate=((inflated,), (0, inflated), (inflated,), (0,)))
   return config
 
 
