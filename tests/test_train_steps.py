@@ -20,6 +20,7 @@ def setup():
   config = base.get_config()
   config.model = base.get_model_config('c2d')
   config.model.update(base_channels=4, num_classes=CLASSES, bn_group_size=4, dropout_ratio=0.0)
+  config.model.update(stage_blocks=(1, 1, 1, 1), inflate=((0,),) * 4)  # the steps, not the depth
   model = create_model(config.model)
   lr = optim.create_learning_rate_schedule(config.optimizer, global_batch_size=8, steps_per_epoch=1)
   tx = optim.create_optimizer(config.optimizer, lr)
