@@ -159,7 +159,6 @@ _PROBING = (
 )
 # TensorFlow Datasets' warning about a deprecated field that it reads itself (video features).
 _TFDS_OWN_DEPRECATION = '.dtype` is deprecated. Please change your code to use NumPy'
-_quieted = {'done': False}
 
 
 class _ProbingFilter(py_logging.Filter):
@@ -191,9 +190,6 @@ def quiet_startup() -> None:
   """Keeps the libraries' start-up logs off the terminal (see the module docstring), unless
   COST_JAX_VERBOSE is set. Environment variables only take effect before TensorFlow and jaxlib
   are loaded: `cost_jax/__init__.py` calls this first thing."""
-  if _quieted['done']:
-    return
-  _quieted['done'] = True
   if verbose():
     # jax sets 1 (no INFO) when it is imported first; verbose means all of TF's and XLA's lines.
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0')

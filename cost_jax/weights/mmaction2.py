@@ -136,9 +136,10 @@ def check_against(
   inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str, ignore: tuple[str, ...] = ()
 ) -> None:
   """Raises ArchitectureMismatchError listing each field of `ARCH_FIELDS` that differs."""
-  diffs = []
+  diffs, defaults = [], get_model_config()
   for field in (f for f in ARCH_FIELDS if f not in ignore):
-    got, want = inferred.get(field, ()), wanted.get(field, ())
+    # a config saved before a field existed has its default
+    got, want = inferred[field], wanted.get(field, defaults[field])
     if field == 'inflate':
       got_blocks = blocks_per_stage(inferred['depth'], inferred.get('stage_blocks', ()))
       want_blocks = blocks_per_stage(wanted['depth'], wanted.get('stage_blocks', ()))
