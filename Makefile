@@ -18,7 +18,7 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	tests/run_isolated.sh $(PY) -m pytest -n 2 --dist loadgroup -q tests
+	tests/run_isolated.sh $(PY) -m pytest -n 2 -q tests
 
 demo: $(STAMP)
 	$(PY) demo.py --workdir demo_out

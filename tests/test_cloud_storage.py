@@ -18,10 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import fixtures, gcs_emulator, train_testlib, video_factory
-
-# One emulator and one converted dataset per module: `make test` keeps these tests on one worker.
-pytestmark = pytest.mark.xdist_group('gcs')
+from tests import fixtures, gcs_emulator, session_once, train_testlib, video_factory
 
 CLASSES = train_testlib.CLASSES
 DATA = 'data/tiny'  # the dataset's prefix in the bucket
@@ -110,6 +107,7 @@ def _convert(gcs, cwd, split, output, *flags):
 @pytest.fixture(scope='module')
 def gs_dataset(gcs, tmp_path_factory):
   """The tiny train/val dataset converted by data_prep from bucket videos into the bucket."""
+  session_once.claim(tmp_path_factory, 'test_cloud_storage.gs_dataset')
   tmp = tmp_path_factory.mktemp('gs_dataset')
   cwd = tmp / 'cwd'
   cwd.mkdir()

@@ -34,9 +34,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import tfrecord_factory, train_testlib
-
-pytestmark = pytest.mark.xdist_group('pod')
+from tests import session_once, tfrecord_factory, train_testlib
 
 NUM_TRAIN, NUM_VAL = 16, 7  # 7 test videos on 4 hosts: 2, 2, 2, 1 (one padded)
 BATCH = 8
@@ -57,6 +55,7 @@ class Pod:
 
 @pytest.fixture(scope='module')
 def pod(tmp_path_factory) -> Pod:
+  session_once.claim(tmp_path_factory, 'test_pod_scale.pod')
   root = tmp_path_factory.mktemp('pod')
   data_dir = str(root / 'data')
   # Pattern frames carry their video's id (read back from decoded clips); shards of uneven
