@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import fixtures, gcs_emulator, session_once, train_testlib, video_factory
+from tests import fixtures, gcs_emulator, session_once, train_testlib, video_factory, zygote
 
 CLASSES = train_testlib.CLASSES
 DATA = 'data/tiny'  # the dataset's prefix in the bucket
@@ -49,13 +49,8 @@ def _command(module, *args):
 
 
 def _run_argv(gcs, cwd, argv, expect=0, cache_dir=None, timeout=400):
-  proc = subprocess.run(
-    argv,
-    cwd=cwd,
-    env=_env(gcs, cache_dir or cwd.parent / 'cache'),
-    capture_output=True,
-    text=True,
-    timeout=timeout,
+  proc = zygote.run(
+    argv, cwd=cwd, env=_env(gcs, cache_dir or cwd.parent / 'cache'), timeout=timeout
   )
   assert proc.returncode == expect, f'{argv[1:]}: {proc.returncode}\n{proc.stderr[-4000:]}'
   return proc
@@ -130,7 +125,7 @@ def test_data_prep_into_a_bucket_resumes_after_a_kill(gcs, gs_dataset, tmp_path)
   done_prefix = 'resumed/.done/'
   gcs.proxy.read_latency_s = 0.5  # each video read waits: the kill lands mid-conversion
   try:
-    proc = subprocess.Popen(
+    proc = zygote.Popen(
       _command(
         'data_prep.build',
         f'--list=gs://{gcs.bucket}/lists/train.txt',
@@ -207,7 +202,7 @@ def test_train_kill_resume_test_predict_and_export_in_a_bucket(gcs, gs_dataset, 
     return sorted(int(p[0]) for p in parts if p[0].isdigit() and p[1:] == ['commit_success.txt'])
 
   cmd = _command('cost_jax.main', f'--config={config}', f'--workdir={workdir}')
-  proc = subprocess.Popen(
+  proc = zygote.Popen(
     cmd,
     cwd=cwd,
     env=_env(gcs, tmp_path / 'cache'),

@@ -34,7 +34,7 @@ from cost_jax.checkpoints import integrity, saving
 from cost_jax.inference import loading
 from cost_jax.models import create_model
 from cost_jax.training import loop, optim, sharding
-from tests import train_testlib, trees
+from tests import train_testlib, trees, zygote
 from tests.fault_injection import FAULT_ENV, TMP_SUFFIX
 
 FULL = os.environ.get('COST_JAX_FAULT_TRIALS', '') == 'full'
@@ -113,7 +113,7 @@ class _Reference:
   def __init__(self, files):
     self.workdir = str(files['root'] / 'reference')
     self.log = open(files['root'] / 'reference.log', 'w')
-    self.proc = subprocess.Popen(
+    self.proc = zygote.Popen(
       train_testlib.main_command(files['reference_config'], self.workdir),
       cwd=train_testlib.REPO,
       env=train_testlib.env(),
@@ -167,9 +167,7 @@ def _run(
     env[FAULT_ENV], module = fault, 'tests.fault_injection'
   cmd = [sys.executable, '-m', module, f'--config={config}', f'--workdir={workdir}', *flags]
   start = time.monotonic()
-  proc = subprocess.run(
-    cmd, cwd=train_testlib.REPO, env=env, capture_output=True, text=True, timeout=timeout
-  )
+  proc = zygote.run(cmd, cwd=train_testlib.REPO, env=env, timeout=timeout)
   print(
     f'{time.monotonic() - start:5.1f} s  exit {proc.returncode}  {" ".join(flags)} {fault or ""}'
   )
@@ -530,7 +528,7 @@ def test_kills_at_random_and_inside_saves(run_files, reference, tmp_path):
       log_path = str(tmp_path / f'random{number}.log')
       with open(log_path, 'w') as log:
         env = dict(train_testlib.env(), **{FAULT_ENV: 'slow:0.2'})
-        proc = subprocess.Popen(
+        proc = zygote.Popen(
           [
             sys.executable,
             '-m',

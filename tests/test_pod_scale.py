@@ -34,7 +34,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import session_once, tfrecord_factory, train_testlib
+from tests import session_once, tfrecord_factory, train_testlib, zygote
 
 NUM_TRAIN, NUM_VAL = 16, 7  # 7 test videos on 4 hosts: 2, 2, 2, 1 (one padded)
 BATCH = 8
@@ -91,7 +91,7 @@ def _start(pod: Pod, name: str, cmd: list[str], topology: tuple[int, int]) -> li
       ]
     path = os.path.join(pod.logs, f'{name}{pid}.log')
     with open(path, 'w') as log:
-      proc = subprocess.Popen(
+      proc = zygote.Popen(
         cmd + flags,
         cwd=train_testlib.REPO,
         env=train_testlib.env(devices),
@@ -412,12 +412,10 @@ def test_a_topology_that_cannot_keep_the_global_batch_is_one_line(pod, first_epo
   """Resuming the batch-8 run on 3 devices: one line naming both topologies and the numbers."""
   del first_epoch
   saved = _newest_meta(pod.workdir)['topology']
-  proc = subprocess.run(
+  proc = zygote.run(
     train_testlib.main_command(pod.config, pod.workdir),
     cwd=train_testlib.REPO,
     env=train_testlib.env(3),
-    capture_output=True,
-    text=True,
     timeout=300,
   )
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]

@@ -3,7 +3,6 @@
 import glob
 import importlib
 import os
-import subprocess
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ from cost_jax import cli, main
 from cost_jax.training import config_checks, evaluate, loop
 from cost_jax.training.config_checks import ConfigError
 from cost_jax.weights import download
-from tests import train_testlib
+from tests import train_testlib, zygote
 
 
 @pytest.fixture(scope='module')
@@ -133,12 +132,10 @@ def test_unreachable_weights_fail_before_any_work_in_one_line(data_dir, tmp_path
   assert not os.path.exists(workdir)
   # From the command line: one line naming the URL and the way to pass a local file, status 2.
   config_file = train_testlib.write_config_file(str(tmp_path / 'cfg.py'), data_dir)
-  proc = subprocess.run(
+  proc = zygote.run(
     train_testlib.main_command(config_file, workdir, f'--config.init.resnet2d={url}'),
     cwd=train_testlib.REPO,
     env=train_testlib.env(),
-    capture_output=True,
-    text=True,
     timeout=300,
   )
   assert proc.returncode == 2, proc.stderr[-2000:]
@@ -166,7 +163,7 @@ def test_command_lines_report_a_users_mistake_in_one_line(capsys, tmp_path):
   # cost_jax.main: a misspelt config field and a missing config file.
   for flag in ('--config.batch_sizee=3', f'--config={tmp_path}/missing.py'):
     config = os.path.join(train_testlib.REPO, 'configs', 'costb_k400.py')
-    proc = subprocess.run(
+    proc = zygote.run(
       [
         sys.executable,
         '-m',
@@ -177,8 +174,6 @@ def test_command_lines_report_a_users_mistake_in_one_line(capsys, tmp_path):
       ],
       cwd=train_testlib.REPO,
       env=train_testlib.env(),
-      capture_output=True,
-      text=True,
       timeout=300,
     )
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 
-from tests import train_testlib, trees
+from tests import train_testlib, trees, zygote
 
 
 def _logged_losses(log: str) -> dict[int, float]:
@@ -34,7 +34,7 @@ def test_one_and_four_devices_train_identically(tmp_path):
   for devices in (1, 4):
     workdir = str(tmp_path / f'devices{devices}')
     log = open(tmp_path / f'devices{devices}.log', 'w')
-    proc = subprocess.Popen(
+    proc = zygote.Popen(
       train_testlib.main_command(config, workdir),
       cwd=train_testlib.REPO,
       env=train_testlib.env(devices),

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 
-from tests import batch_recording, tfrecord_factory, train_testlib
+from tests import batch_recording, tfrecord_factory, train_testlib, zygote
 
 
 def _run_two(cmd, tmp_path, name, env=None):
@@ -87,7 +87,7 @@ def _start_two(cmds, tmp_path, name, env=None):
     log = open(tmp_path / f'{name}{pid}.log', 'w')
     procs.append(
       (
-        subprocess.Popen(
+        zygote.Popen(
           cmd + flags,
           cwd=train_testlib.REPO,
           env=env or train_testlib.env(),

@@ -8,14 +8,14 @@ import time
 
 import numpy as np
 
-from tests import train_testlib, trees
+from tests import train_testlib, trees, zygote
 
 TOTAL_STEPS = 16  # 8 epochs of 2 steps, a checkpoint after every step
 
 
 def _start(cmd, log_path):
   log = open(log_path, 'w')
-  return subprocess.Popen(
+  return zygote.Popen(
     cmd, cwd=train_testlib.REPO, env=train_testlib.env(), stdout=log, stderr=subprocess.STDOUT
   ), log
 

@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from configs import base
-from tests import tfrecord_factory
+from tests import tfrecord_factory, zygote
 from tests.xla_cache import XLA_CACHE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,9 +124,7 @@ def main_command(config_path: str, workdir: str, *flags: str) -> list[str]:
 
 def run(cmd: list[str], num_devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
   """Runs `cmd` to completion; the error shows the end of its log."""
-  proc = subprocess.run(
-    cmd, cwd=REPO, env=env(num_devices), capture_output=True, text=True, timeout=timeout
-  )
+  proc = zygote.run(cmd, cwd=REPO, env=env(num_devices), timeout=timeout)
   if proc.returncode != 0:
     raise AssertionError(f'{cmd} exited with {proc.returncode}:\n{proc.stderr[-4000:]}')
   return proc

@@ -1,0 +1,62 @@
+"""tests/zygote.py: forked commands behave as started ones; what it must not fork, it starts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from tests import train_testlib, zygote
+
+
+def _main(*flags: str) -> list[str]:
+  return [sys.executable, '-m', 'cost_jax.main', *flags]
+
+
+def test_a_forked_command_has_its_own_arguments_directory_streams_and_exit_status(tmp_path):
+  (tmp_path / 'config.py').write_text('raise ValueError("from the working directory")\n')
+  proc = zygote.run(
+    _main('--config=config.py', '--workdir=w'), env=train_testlib.env(), cwd=tmp_path, timeout=120
+  )
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+  assert 'from the working directory' in errors[0]
+  assert not (tmp_path / 'w').exists()
+
+
+def test_a_forked_command_dies_of_its_signal(tmp_path):
+  train_testlib.write_tiny_dataset(str(tmp_path / 'data'))
+  config = train_testlib.write_config_file(str(tmp_path / 'c.py'), str(tmp_path / 'data'))
+  with open(tmp_path / 'log', 'w') as log:
+    proc = zygote.Popen(
+      _main(f'--config={config}', f'--workdir={tmp_path}/w'),
+      env=train_testlib.env(),
+      cwd=train_testlib.REPO,
+      stdout=log,
+      stderr=subprocess.STDOUT,
+    )
+  assert isinstance(proc, zygote.Child)
+  deadline = time.monotonic() + 120
+  while 'JAX process 0/1' not in (tmp_path / 'log').read_text():  # it runs the trainer
+    assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / 'log').read_text()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  assert proc.wait(timeout=60) == -signal.SIGKILL and proc.poll() == -signal.SIGKILL
+
+
+def test_what_would_start_differently_is_started_not_forked(tmp_path):
+  """Another start-up variable (one the libraries read when imported), another interpreter
+  option or a module not on the list: a plain subprocess."""
+  zygote.run(_main('--helpfull'), env=train_testlib.env(), cwd=tmp_path)  # the zygote is up
+  for argv, env in (
+    (_main('--helpfull'), dict(train_testlib.env(), JAX_ENABLE_X64='1')),
+    ([sys.executable, '-X', 'utf8', '-m', 'cost_jax.main', '--helpfull'], train_testlib.env()),
+    ([sys.executable, '-m', 'data_prep.verify', '--helpfull'], train_testlib.env()),
+  ):
+    with open(tmp_path / 'help', 'w') as out:
+      proc = zygote.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    assert isinstance(proc, subprocess.Popen), argv
+    proc.wait(timeout=120)
+    module = argv[argv.index('-m') + 1]
+    assert f'python -m {module}' in (tmp_path / 'help').read_text(), argv  # it ran: its usage
