@@ -128,6 +128,7 @@ def _serve(path: str) -> None:
   selector = selectors.DefaultSelector()
   selector.register(listener, selectors.EVENT_READ)
   children: dict[int, socket.socket] = {}  # pid -> the connection that asked for it
+  parent = os.getppid()
   while True:
     for key, _ in selector.select(timeout=0.05):
       if key.fileobj is listener:
@@ -157,7 +158,7 @@ def _serve(path: str) -> None:
         except OSError:
           pass
         conn.close()
-    if os.getppid() == 1:  # the pytest worker is gone
+    if os.getppid() != parent:  # the pytest worker is gone (this process was re-parented)
       return
 
 
