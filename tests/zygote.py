@@ -24,6 +24,7 @@ import atexit
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -174,6 +175,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _start_server(env: dict[str, str]) -> None:
   """Starts this worker's zygote with `env`, the first forked command's environment."""
   directory = tempfile.mkdtemp(prefix='cost_jax_zygote_')
+  if len(directory) > 90:  # a socket's path has at most 107 bytes
+    directory = tempfile.mkdtemp(prefix='cost_jax_zygote_', dir='/tmp')
   path = os.path.join(directory, 'socket')
   proc = subprocess.Popen(
     [sys.executable, '-m', 'tests.zygote', path],
@@ -187,7 +190,8 @@ def _start_server(env: dict[str, str]) -> None:
   if line.strip() != 'ready':
     proc.kill()
     raise RuntimeError(f'the test zygote did not start (exit {proc.wait()})')
-  atexit.register(proc.kill)
+  atexit.register(shutil.rmtree, directory, ignore_errors=True)
+  atexit.register(proc.kill)  # runs first
   _server.update(path=path, env=env, proc=proc)
 
 
