@@ -188,5 +188,12 @@ def test_stage_blocks_build_other_block_counts_and_are_inferred_from_a_checkpoin
   r50.update(base_channels=4, num_classes=3)
   with pytest.raises(ArchitectureMismatchError, match=r'stage_blocks: checkpoint \(1, 2, 1, 1\)'):
     check_against(inferred, r50, 'ckpt')
+  # A model config saved before `stage_blocks` existed (an older workdir's or saved model's
+  # config.json) has the depth's blocks, on either side.
+  older = {k: v for k, v in r50.items() if k != 'stage_blocks'}
+  check_against(older, r50, 'ckpt')
+  check_against(r50, older, 'ckpt')
+  with pytest.raises(ArchitectureMismatchError, match=r'stage_blocks: checkpoint \(1, 2, 1, 1\)'):
+    check_against(inferred, older, 'ckpt')
   with pytest.raises(ValueError, match='expected 4 stages of >= 1 block'):
     blocks_per_stage(50, (1, 0, 1, 1))

@@ -132,17 +132,22 @@ def infer_model_config(
   return config
 
 
+def _field(config: Mapping[str, Any], field: str, defaults: Mapping[str, Any]) -> Any:
+  """`config[field]`; a config saved before `field` existed (a workdir's or saved model's
+  config.json) has its default."""
+  return config.get(field, defaults[field])
+
+
 def check_against(
   inferred: Mapping[str, Any], wanted: Mapping[str, Any], source: str, ignore: tuple[str, ...] = ()
 ) -> None:
   """Raises ArchitectureMismatchError listing each field of `ARCH_FIELDS` that differs."""
   diffs, defaults = [], get_model_config()
   for field in (f for f in ARCH_FIELDS if f not in ignore):
-    # a config saved before a field existed has its default
-    got, want = inferred[field], wanted.get(field, defaults[field])
+    got, want = _field(inferred, field, defaults), _field(wanted, field, defaults)
     if field == 'inflate':
-      got_blocks = blocks_per_stage(inferred['depth'], inferred.get('stage_blocks', ()))
-      want_blocks = blocks_per_stage(wanted['depth'], wanted.get('stage_blocks', ()))
+      got_blocks = blocks_per_stage(inferred['depth'], _field(inferred, 'stage_blocks', defaults))
+      want_blocks = blocks_per_stage(wanted['depth'], _field(wanted, 'stage_blocks', defaults))
       if got_blocks != want_blocks:
         continue  # the blocks differ already; the patterns cannot be compared block by block
       got, want = expand_inflate(got, got_blocks), expand_inflate(want, want_blocks)
