@@ -96,9 +96,8 @@ LATE_VARIABLES = frozenset(
 
 
 def _child(request: dict, fds: list[int]) -> None:
-  """In the forked child: become the requested command (does not return)."""
-  for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-    signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+  """In the forked child: become the requested command (does not return). The zygote keeps
+  Python's own signal handlers, so the child starts with those of a new interpreter."""
   for target, fd in enumerate(fds):
     os.dup2(fd, target)
     os.close(fd)
@@ -192,7 +191,7 @@ def _start_server(env: dict[str, str]) -> None:
     raise RuntimeError(f'the test zygote did not start (exit {proc.wait()})')
   atexit.register(shutil.rmtree, directory, ignore_errors=True)
   atexit.register(proc.kill)  # runs first
-  _server.update(path=path, env=env, proc=proc)
+  _server.update(path=path, env=env)
 
 
 def _forkable(argv: list[str]) -> bool:
@@ -290,11 +289,11 @@ def Popen(argv: list[str], *, env: dict[str, str], cwd, stdout=None, stderr=None
   return Child(conn, list(argv))
 
 
-def run(argv: list[str], *, env: dict[str, str], cwd, timeout: float | None = None, **kwargs):
+def run(argv: list[str], *, env: dict[str, str], cwd, timeout: float | None = None):
   """`subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)`
   through `Popen` above."""
   with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-    proc = Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, **kwargs)
+    proc = Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
     try:
       proc.wait(timeout)
     except subprocess.TimeoutExpired:
