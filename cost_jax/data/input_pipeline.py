@@ -41,6 +41,10 @@ DEFAULT_PARALLEL_READS = 16
 DEFAULT_READ_BUFFER_MB = 8
 
 get_dataset_info = dataset_lib.get_dataset_info
+# The functions below build graphs from plain TF ops (tf.cond where a branch depends on data), so
+# their tf.data functions are traced as written: AutoGraph's conversion of every function they
+# call cost each process about 2 s of start-up.
+_as_written = tf.autograph.experimental.do_not_convert
 check_shard_sizes = integrity.check_shard_sizes
 
 
@@ -264,6 +268,7 @@ def _reader(data_config: ml_collections.ConfigDict) -> Callable[..., tf.data.Dat
   return read
 
 
+@_as_written
 def training_order(
   read_slice: Callable[[tf.Tensor], tf.data.Dataset],
   num_slices: int,
@@ -308,6 +313,7 @@ def training_order(
   return tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_examples)
 
 
+@_as_written
 def create_train_dataset(
   data_config: ml_collections.ConfigDict,
   *,
@@ -371,6 +377,7 @@ def eval_num_batches(manifest: dict[str, Any], batch_size: int, process_count: i
   )
 
 
+@_as_written
 def create_eval_dataset(
   data_config: ml_collections.ConfigDict,
   *,
