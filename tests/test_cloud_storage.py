@@ -329,14 +329,7 @@ def test_shard_reads_overlap_as_configured(gcs, gs_dataset, tmp_path):
   ],
 )
 def test_an_unsupported_scheme_is_one_line_before_any_write(module, args, tmp_path):
-  proc = subprocess.run(
-    _command(module, *args),
-    cwd=tmp_path,
-    env=dict(train_testlib.env(), PYTHONPATH=train_testlib.REPO),
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  proc = zygote.run(_command(module, *args), cwd=tmp_path, env=train_testlib.env(), timeout=120)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
   assert len(lines) == 1 and 'unsupported scheme' in lines[0], proc.stderr[-2000:]

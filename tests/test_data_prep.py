@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import re
-import subprocess
 import sys
 
 import av
@@ -14,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from cost_jax.data import labels, schema, video_decode
 from data_prep import build, convert, encode_video, kinetics400, mit
-from tests import fixtures
+from tests import fixtures, train_testlib, zygote
 from tests import video_factory as vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -371,7 +370,7 @@ def test_nothing_converted_exits_nonzero(bad_inputs, tmp_path):
   bad = [p for p, reason in expected.items() if not reason.startswith(('label', 'truncated'))]
   list_file = write_list(tmp_path / 'list.txt', [f'{p} 0' for p in bad])
   out = str(tmp_path / 'out')
-  result = subprocess.run(
+  result = zygote.run(
     [
       sys.executable,
       '-m',
@@ -382,10 +381,8 @@ def test_nothing_converted_exits_nonzero(bad_inputs, tmp_path):
       '--workers=1',
     ],
     cwd=REPO,
-    capture_output=True,
-    text=True,
+    env=train_testlib.env(),
     timeout=120,
-    check=False,
   )
   assert result.returncode == 1, result.stderr
   assert "no video of split 'val' could be converted" in result.stderr

@@ -1,7 +1,6 @@
 """MMAction2 checkpoint import, strict checking, inflation of 2D ResNets, and the import CLI."""
 
 import os
-import subprocess
 import sys
 
 import jax
@@ -20,7 +19,7 @@ from cost_jax.weights import (
 )
 from cost_jax.weights.mmaction2 import ArchitectureMismatchError, check_against, infer_model_config
 from cost_jax.weights.saved import load_model
-from tests import fixtures, trees
+from tests import fixtures, train_testlib, trees, zygote
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 
@@ -144,7 +143,7 @@ def test_inflation_of_a_mismatched_width_is_refused(tmp_path):
 
 def test_import_command_line_writes_a_loadable_model(tmp_path):
   out = tmp_path / 'model'
-  result = subprocess.run(
+  result = zygote.run(
     [
       sys.executable,
       '-m',
@@ -153,8 +152,7 @@ def test_import_command_line_writes_a_loadable_model(tmp_path):
       f'--output={out}',
     ],
     cwd=REPO,
-    capture_output=True,
-    text=True,
+    env=train_testlib.env(),
     timeout=300,
   )
   assert result.returncode == 0, result.stderr[-2000:]

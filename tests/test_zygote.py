@@ -6,8 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
-from tests import train_testlib, zygote
+from tests import gcs_emulator, train_testlib, zygote
 
 
 def _main(*flags: str) -> list[str]:
@@ -45,6 +46,29 @@ def test_a_forked_command_dies_of_its_signal(tmp_path):
   assert proc.wait(timeout=60) == -signal.SIGKILL and proc.poll() == -signal.SIGKILL
 
 
+def test_forked_code_runs_as_python_c_runs_it(tmp_path):
+  """`python -c`: the same argv, path head, __main__, output and exit status as a started
+  interpreter's, an uncaught exception included (status 1, its traceback on stderr)."""
+  code = (
+    'import sys, os\n'
+    'print(sys.argv[0], repr(sys.path[0]), __name__, os.getcwd() == sys.argv[1])\n'
+    "raise KeyError('from the code')\n"
+  )
+  env = train_testlib.env()
+  zygote.run(_main('--helpfull'), env=env, cwd=tmp_path)  # the zygote is up
+  argv = [sys.executable, '-c', code, str(tmp_path)]
+  with open(tmp_path / 'out', 'w') as out:
+    forked = zygote.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL)
+  assert isinstance(forked, zygote.Child)
+  forked.wait(timeout=60)
+  started = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+  assert (tmp_path / 'out').read_text() == started.stdout == "-c '' __main__ True\n"
+  assert forked.returncode == started.returncode == 1
+  proc = zygote.run(argv, env=env, cwd=tmp_path, timeout=60)
+  assert proc.returncode == 1 and proc.stderr.strip().endswith("KeyError: 'from the code'")
+  assert 'Traceback' in proc.stderr
+
+
 def test_what_would_start_differently_is_started_not_forked(tmp_path):
   """Another start-up variable (one the libraries read when imported), another interpreter
   option or a module not on the list: a plain subprocess."""
@@ -60,3 +84,12 @@ def test_what_would_start_differently_is_started_not_forked(tmp_path):
     proc.wait(timeout=120)
     module = argv[argv.index('-m') + 1]
     assert f'python -m {module}' in (tmp_path / 'help').read_text(), argv  # it ran: its usage
+
+
+def test_the_gcs_emulator_variables_are_read_after_start_up():
+  """The cloud tests' commands are forked only if every variable pointing at the emulator is
+  one of LATE_VARIABLES (a new one would silently start them afresh)."""
+  emulator = types.SimpleNamespace(
+    url='http://127.0.0.1:1', proxy=types.SimpleNamespace(port=2), ca='ca.pem'
+  )
+  assert set(gcs_emulator.GcsEmulator.env(emulator)) <= zygote.LATE_VARIABLES

@@ -1,19 +1,20 @@
-"""Starts the tests' `python -m MODULE ...` commands from an interpreter that has already imported
-TensorFlow, JAX and the project's libraries, by forking it (a zygote, as Android starts apps).
+"""Starts the tests' `python -m MODULE ...` and `python -c CODE` commands from an interpreter that
+has already imported TensorFlow, JAX and the project's libraries, by forking it (a zygote, as
+Android starts apps).
 
 Importing TensorFlow, JAX, Flax, orbax and clu takes about 7 CPU-seconds, often more than the
 tiny run the command makes; the suite starts about a hundred such commands. A forked child is
 a new process with its own pid, exit status, signals, environment, working directory and
 standard streams; it runs the module as `python -m` does (`runpy`, `__main__`, `sys.argv`,
-`sys.path[0]`) and ends as an interpreter does (atexit handlers, threads joined). What it
-skips is the import: the entry modules themselves (they define flags) are imported in the
-child, never in the zygote.
+`sys.path[0]`), or the code as `-c` does, and ends as an interpreter does (atexit handlers,
+threads joined). What it skips is the import: the entry modules themselves (they define flags)
+are imported in the child, never in the zygote.
 
 A command is forked only where that cannot change what it does: a `-m` command of
-`FORKED_MODULES`, with the environment the zygote was started with except for variables that
-are read after start-up (`LATE_VARIABLES`). Any other command runs as a plain subprocess, and
-the tests of start-up behaviour (tests/test_quiet_startup.py, the doc-command checks) start
-fresh interpreters on purpose.
+`FORKED_MODULES` or a `-c` command, with the environment the zygote was started with except for
+variables that are read after start-up (`LATE_VARIABLES`). Any other command runs as a plain
+subprocess, and the tests of start-up behaviour (tests/test_quiet_startup.py, the doc-command
+checks) start fresh interpreters on purpose.
 
 Server: `python -m tests.zygote SOCKET` (one per pytest worker, started on first use).
 """
@@ -31,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import types
 
-# `python -m` modules the zygote may start.
+# `python -m` modules the zygote may start (and any `python -c` code).
 FORKED_MODULES = frozenset(
   {
     'cost_jax.main',
@@ -84,6 +86,7 @@ LATE_VARIABLES = frozenset(
     'GCE_METADATA_ROOT',
     'GOOGLE_CLOUD_PROJECT',
     'GCS_READ_CACHE_DISABLED',
+    'GCS_READ_CACHE_BLOCK_SIZE_MB',
     # Read by tests.fault_injection and tests.batch_recording, entry modules imported in the child.
     'COST_JAX_FAULT',
     'COST_JAX_RECORD_BATCHES',
@@ -104,12 +107,19 @@ def _child(request: dict, fds: list[int]) -> None:
   os.chdir(request['cwd'])
   os.environ.clear()
   os.environ.update(request['env'])
-  module, args = request['argv'][2], request['argv'][3:]
-  sys.argv = [module, *args]
-  sys.path[0] = os.getcwd()
-  import runpy
+  option, target, args = request['argv'][1:3] + [request['argv'][3:]]
+  if option == '-m':
+    sys.argv = [target, *args]
+    sys.path[0] = os.getcwd()
+    import runpy
 
-  runpy.run_module(module, run_name='__main__', alter_sys=True)
+    runpy.run_module(target, run_name='__main__', alter_sys=True)
+  else:  # -c: the code runs in a new __main__, with the working directory first on the path
+    sys.argv = ['-c', *args]
+    sys.path[0] = ''
+    main = types.ModuleType('__main__')
+    sys.modules['__main__'] = main
+    exec(compile(target, '<string>', 'exec'), main.__dict__)
   sys.exit(0)  # the interpreter's own exit: atexit handlers, threads joined, streams flushed
 
 
@@ -195,7 +205,9 @@ def _start_server(env: dict[str, str]) -> None:
 
 
 def _forkable(argv: list[str]) -> bool:
-  return len(argv) > 2 and argv[:2] == [sys.executable, '-m'] and argv[2] in FORKED_MODULES
+  if len(argv) < 3 or argv[0] != sys.executable:
+    return False
+  return argv[1] == '-c' or (argv[1] == '-m' and argv[2] in FORKED_MODULES)
 
 
 def _same_start(env: dict[str, str], base_env: dict[str, str]) -> bool:
