@@ -80,11 +80,8 @@ def test_train_mode_batch_stats_depend_on_the_input(arch):
   """Guards the check above: running stats must actually move in train mode."""
   io = fixtures.io(arch)
   _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
-  _, new_state = model.apply(
-    variables,
-    fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32],
-    train=True,
-    mutable=['batch_stats'],
+  _, new_state = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
+    variables, fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32]
   )
   old = traverse_util.flatten_dict(variables['batch_stats'])
   new = traverse_util.flatten_dict(new_state['batch_stats'])
