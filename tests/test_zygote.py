@@ -8,6 +8,8 @@ import sys
 import time
 import types
 
+import pytest
+
 from tests import gcs_emulator, train_testlib, zygote
 
 
@@ -67,6 +69,39 @@ def test_forked_code_runs_as_python_c_runs_it(tmp_path):
   proc = zygote.run(argv, env=env, cwd=tmp_path, timeout=60)
   assert proc.returncode == 1 and proc.stderr.strip().endswith("KeyError: 'from the code'")
   assert 'Traceback' in proc.stderr
+
+
+ENDINGS = {  # the code, and what a started interpreter prints and returns
+  'threads joined, then atexit': (
+    'import atexit, threading, time\n'
+    "atexit.register(print, 'atexit')\n"
+    "threading.Thread(target=lambda: (time.sleep(0.5), print('thread'))).start()\n"
+    "print('main', end=' ')\n",
+    ('main thread\natexit\n', '', 0),
+  ),
+  'a thread pool left running': (
+    'from concurrent.futures import ThreadPoolExecutor\n'
+    "print(ThreadPoolExecutor(1).submit(lambda: 'pool').result())\n",
+    ('pool\n', '', 0),
+  ),
+  'exit with a message': (
+    "import sys\nprint('out', end='')\nsys.exit('a message')\n",
+    ('out', 'a message\n', 1),
+  ),
+  'exit status 3': ('import sys\nsys.exit(3)\n', ('', '', 3)),
+}
+
+
+@pytest.mark.parametrize('code, expected', ENDINGS.values(), ids=ENDINGS.keys())
+def test_a_forked_child_ends_as_an_interpreter_does(code, expected, tmp_path):
+  """The same output, order and exit status as a started interpreter's (a child that waits
+  forever for a thread times out)."""
+  env = train_testlib.env()
+  argv = [sys.executable, '-c', code]
+  started = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+  forked = zygote.run(argv, env=env, cwd=tmp_path, timeout=60)
+  assert (started.stdout, started.stderr, started.returncode) == expected
+  assert (forked.stdout, forked.stderr, forked.returncode) == expected
 
 
 def test_what_would_start_differently_is_started_not_forked(tmp_path):
