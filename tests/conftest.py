@@ -1,18 +1,17 @@
 """Settings of the test session, made before any test module imports JAX.
 
-XLA compiles at -O0, as the tests' subprocesses already do (train_testlib.env): the tests check
-numbers, not speed, and XLA does not reorder floating-point arithmetic at any level. Every
+XLA compiles with the tests' flags (tests/xla_cache.py), as the tests' subprocesses do. Every
 compiled program also goes to the persistent cache that the pytest workers and the subprocesses
 share, so a program one of them compiled is loaded, not compiled again, by the others.
 """
 
 import os
 
-from tests.xla_cache import XLA_CACHE
+from tests.xla_cache import XLA_CACHE, XLA_TEST_FLAGS
 
-_O0 = '--xla_backend_optimization_level=0'
-if _O0 not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {_O0}'.strip()
+for _flag in XLA_TEST_FLAGS:
+  if _flag not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {_flag}'.strip()
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', XLA_CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 

@@ -17,6 +17,8 @@ import device_check  # noqa: E402
 import device_peaks  # noqa: E402
 import device_table  # noqa: E402
 
+from tests.xla_cache import XLA_TEST_FLAGS  # noqa: E402
+
 XLA_CACHE = os.path.join(tempfile.gettempdir(), f'cost_jax_device_check_xla_cache_{os.getuid()}')
 
 
@@ -100,7 +102,7 @@ def test_cpu_dry_run_writes_the_json_and_the_table(tmp_path):
     TESTS='tests/test_cost_layer.py',
     TESTS_K='fold2d and CoSTb and 111',
     TIME_BUDGET_S='600',
-    XLA_FLAGS='--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true',
+    XLA_FLAGS=' '.join(XLA_TEST_FLAGS + ('--xla_llvm_disable_expensive_passes=true',)),
     JAX_PLATFORMS='cpu',
     JAX_COMPILATION_CACHE_DIR=XLA_CACHE,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',

@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 from cost_jax.inference import builtin_labels
 from cost_jax.weights.download import WeightsUnavailableError, resolve_weights
 from tests import fixtures, video_factory
+from tests.xla_cache import XLA_TEST_FLAGS
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 XLA_CACHE = os.path.join(tempfile.gettempdir(), f'cost_jax_notebook_xla_cache_{os.getuid()}')
@@ -21,7 +22,7 @@ def _run(name, monkeypatch, tmp_path, **env):
   """Executes notebooks/`name` with COST_JAX_* parameters; returns the executed notebook."""
   # The kernel spec says `python`: make that the interpreter running the tests.
   monkeypatch.setenv('PATH', os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
-  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  monkeypatch.setenv('XLA_FLAGS', ' '.join(XLA_TEST_FLAGS))
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', XLA_CACHE)
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')

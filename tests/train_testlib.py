@@ -1,7 +1,8 @@
 """Shared by tests/test_train_*.py: a tiny TFRecord dataset, a tiny config, subprocess runs.
 
-Subprocess runs share a persistent XLA compilation cache and compile at LLVM optimisation
-level 0, so that each tiny ResNet-50 program is compiled once per machine, not once per run.
+Subprocess runs share a persistent XLA compilation cache and compile with the tests' flags
+(tests/xla_cache.py), so that each tiny ResNet-50 program is compiled once per machine, not once
+per run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from configs import base
 from tests import tfrecord_factory, zygote
-from tests.xla_cache import XLA_CACHE
+from tests.xla_cache import XLA_CACHE, XLA_TEST_FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('a', 'b', 'c', 'd')
@@ -97,7 +98,7 @@ def write_config_file(path: str, data_dir: str, **overrides) -> str:
 def env(num_devices: int = 1) -> dict[str, str]:
   """Environment of a CPU-only subprocess with `num_devices` XLA devices."""
   result = dict(os.environ)
-  flags = ['--xla_backend_optimization_level=0']
+  flags = list(XLA_TEST_FLAGS)
   if num_devices > 1:
     flags.append(f'--xla_force_host_platform_device_count={num_devices}')
   result.update(
