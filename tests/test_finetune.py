@@ -135,9 +135,7 @@ def test_frozen_stages_get_no_update_and_keep_their_statistics():
   model = create_model(config.model)
   tx = optim.create_optimizer(config.optimizer, 0.5, frozen_stages=1)
   clips = jax.random.uniform(jax.random.key(1), (4, 4, 32, 32, 3))
-  state = jax.jit(lambda key, x: create_train_state(model, tx, key, x))(
-    jax.random.key(0), clips[:1]
-  )
+  state = create_train_state(model, tx, jax.random.key(0), clips[:1])
   batch = {'clips': clips[None], 'label': jnp.array([[0, 1, 2, 0]])}
   step = jax.jit(
     functools.partial(
@@ -167,7 +165,7 @@ def test_norm_eval_keeps_every_batchnorm_in_inference_mode():
   config = _tiny_model_config(norm_eval=True)
   model = create_model(config)
   clips = jax.random.uniform(jax.random.key(1), (2, 4, 32, 32, 3))
-  variables = jax.jit(lambda key, x: model.init(key, x, train=False))(jax.random.key(0), clips)
+  variables = model.init(jax.random.key(0), clips, train=False)
   variables = {
     'params': variables['params'],
     'batch_stats': jax.tree.map(lambda x: x + 0.3, variables['batch_stats']),
