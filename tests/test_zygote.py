@@ -104,6 +104,16 @@ def test_a_forked_child_ends_as_an_interpreter_does(code, expected, tmp_path):
   assert (forked.stdout, forked.stderr, forked.returncode) == expected
 
 
+def test_an_uncaught_keyboard_interrupt_is_printed_and_ends_in_sigint(tmp_path):
+  env = train_testlib.env()
+  argv = [sys.executable, '-c', 'raise KeyboardInterrupt']
+  started = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+  forked = zygote.run(argv, env=env, cwd=tmp_path, timeout=60)
+  for proc in (started, forked):
+    assert proc.returncode == -signal.SIGINT, proc
+    assert proc.stderr.startswith('Traceback') and proc.stderr.endswith('KeyboardInterrupt\n')
+
+
 def test_what_would_start_differently_is_started_not_forked(tmp_path):
   """Another start-up variable (one the libraries read when imported), another interpreter
   option or a module not on the list: a plain subprocess."""

@@ -107,7 +107,8 @@ def _child(request: dict, fds: list[int]) -> None:
     status = 0
   except SystemExit as e:
     status = _exit_status(e.code)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # the interpreter prints it, then dies of SIGINT
+    sys.excepthook(*sys.exc_info())
     status = -signal.SIGINT
   except BaseException:
     sys.excepthook(*sys.exc_info())
@@ -130,8 +131,8 @@ def _exit(status: int) -> None:
   hooks (concurrent.futures' workers are told to stop) and non-daemon threads joined, then atexit
   handlers, then the standard streams flushed. The teardown of every module and object left
   (about 1 CPU-second once TensorFlow and JAX are loaded) is skipped with `os._exit`, as
-  multiprocessing's forked children skip it. A negative status is the signal
-  the interpreter dies of (an uncaught KeyboardInterrupt: SIGINT)."""
+  multiprocessing's forked children skip it. A negative status is the signal the interpreter
+  dies of (an uncaught KeyboardInterrupt: SIGINT)."""
   threading._shutdown()  # what the interpreter calls: threading's exit hooks, then the joins
   atexit._run_exitfuncs()
   for stream in (sys.stdout, sys.stderr):
