@@ -16,7 +16,6 @@ from data_prep import build, convert, encode_video, kinetics400, mit
 from tests import fixtures, train_testlib, zygote
 from tests import video_factory as vf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = dict(progress=False, workers=1)
 
 
@@ -380,7 +379,7 @@ def test_nothing_converted_exits_nonzero(bad_inputs, tmp_path):
       '--split=val',
       '--workers=1',
     ],
-    cwd=REPO,
+    cwd=train_testlib.REPO,
     env=train_testlib.env(),
     timeout=120,
   )

@@ -1,6 +1,5 @@
 """MMAction2 checkpoint import, strict checking, inflation of 2D ResNets, and the import CLI."""
 
-import os
 import sys
 
 import jax
@@ -20,8 +19,6 @@ from cost_jax.weights import (
 from cost_jax.weights.mmaction2 import ArchitectureMismatchError, check_against, infer_model_config
 from cost_jax.weights.saved import load_model
 from tests import fixtures, train_testlib, trees, zygote
-
-REPO = os.path.join(os.path.dirname(__file__), '..')
 
 
 def _flat(variables):
@@ -151,7 +148,7 @@ def test_import_command_line_writes_a_loadable_model(tmp_path):
       fixtures.path('costb.pth'),
       f'--output={out}',
     ],
-    cwd=REPO,
+    cwd=train_testlib.REPO,
     env=train_testlib.env(),
     timeout=300,
   )

@@ -41,11 +41,11 @@ DEFAULT_PARALLEL_READS = 16
 DEFAULT_READ_BUFFER_MB = 8
 
 get_dataset_info = dataset_lib.get_dataset_info
+check_shard_sizes = integrity.check_shard_sizes
 # The functions below build graphs from plain TF ops (tf.cond where a branch depends on data), so
 # their tf.data functions are traced as written: AutoGraph's conversion of every function they
 # call cost each process about 2 s of start-up.
 _as_written = tf.autograph.experimental.do_not_convert
-check_shard_sizes = integrity.check_shard_sizes
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[Any]:
