@@ -85,7 +85,7 @@ def conv3d_folded(
     x = x[:, ::st, ::sh, ::sw]
     if custom_grads:
       return custom_grads_lib.pointwise(x, kernel[0, 0, 0])
-    return jnp.einsum('nthwc,cd->nthwd', x, kernel[0, 0, 0])
+    return custom_grads_lib.contract(x, kernel[0, 0, 0], (-1, 0))
   if kt == 1 and padding[0] == 0:
     folded, info = fold_axis_into_batch(x, 1, st)
     return unfold_axis(conv2d(folded, kernel[0], (sh, sw), padding[1:]), info)

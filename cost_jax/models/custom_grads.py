@@ -98,6 +98,16 @@ def _max_pool_bwd(window, strides, padding, x, grad):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def contract(a: jax.Array, b: jax.Array, axes: tuple[int, int], precision=None) -> jax.Array:
+  """`a` and `b` summed over axis `axes[0]` of `a` and `axes[1]` of `b` (no batch axes), in
+  their result type: the one `dot_general` that `jnp.einsum` lowers these contractions to,
+  without einsum's trace-time cost (a contraction-path search and a nested jit per call, about
+  a quarter of tracing a train step)."""
+  dtype = jnp.result_type(a, b)
+  numbers = (((axes[0] % a.ndim,), (axes[1] % b.ndim,)), ((), ()))
+  return jax.lax.dot_general(a, b, numbers, precision, preferred_element_type=dtype)
+
+
 def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x (..., C) @ kernel (C, D): a 1x1x1 convolution."""
   # The backward pass is traced outside the model's precision scope: hand it the level now.
@@ -106,7 +116,7 @@ def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _pointwise(x: jax.Array, kernel: jax.Array, level: str | None) -> jax.Array:
-  return jnp.einsum('...c,cd->...d', x, kernel, precision=level)
+  return contract(x, kernel, (-1, 0), level)
 
 
 def _pointwise_fwd(x, kernel, level):
@@ -115,13 +125,13 @@ def _pointwise_fwd(x, kernel, level):
 
 def _pointwise_bwd(level, residuals, grad):
   x, kernel = residuals
-  dx = jnp.einsum('...d,cd->...c', grad, kernel, precision=level)
+  dx = contract(grad, kernel, (-1, 1), level)
   # The barrier keeps XLA:CPU from fusing the producer of `grad` (BatchNorm's backward) with the
   # transposed copy the weight-gradient matmul needs; fused, that copy runs several times slower.
   x2d, g2d = jax.lax.optimization_barrier(
     (x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1]))
   )
-  dkernel = jnp.einsum('mc,md->cd', x2d, g2d, precision=level)
+  dkernel = contract(x2d, g2d, (0, 0), level)
   return dx, dkernel
 
 
