@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
       read_buffer_mb=8,
       normalize_on_device=True,  # ship uint8, normalise inside the jitted step
       prefetch=2,
+      autotune=True,  # tf.data's autotuning of parallelism and buffers (docs/data.md)
     )
   )
 

@@ -312,6 +312,21 @@ def test_host_normalisation(data_dir):
   )
 
 
+def test_autotune_reaches_the_datasets_and_changes_no_batch(data_dir):
+  kwargs = dict(split='train', batch_size=4, mode='val', process_index=0, process_count=1)
+  batches = {}
+  for autotune in (True, False):
+    cfg = _config(data_dir, autotune=autotune)
+    ds = input_pipeline.create_eval_dataset(cfg, **kwargs)[0]
+    train = input_pipeline.create_train_dataset(cfg, batch_size=4, seed=0)
+    assert ds.options().autotune.enabled is train.options().autotune.enabled is autotune
+    batches[autotune] = _batches(ds)
+  for on, off in zip(batches[True], batches[False], strict=True):
+    assert on.keys() == off.keys()
+    for key in on:
+      np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+
+
 def test_bad_input_fails_clearly(data_dir, tmp_path):
   cfg = _config(data_dir)
   with pytest.raises(ValueError, match='no training examples'):

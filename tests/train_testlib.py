@@ -68,6 +68,9 @@ def tiny_config(data_dir: str, arch: str = 'c2d', r50: bool = False) -> ml_colle
     flip_ratio=0.0,
     shuffle_buffer=16,
     prefetch=1,
+    # The tests run two workers and their subprocesses on two cores; there, tf.data's
+    # autotuning thread held up the deletion of iterators for seconds at a time (docs/data.md).
+    autotune=False,
   )
   config.update(
     batch_size=4,

@@ -223,6 +223,7 @@ def _finish(
     ds = ds.map(norm, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   options = tf.data.Options()
   options.deterministic = True
+  options.autotune.enabled = bool(cfg.get('autotune', True))
   return ds.with_options(options).prefetch(cfg.prefetch)
 
 
