@@ -183,7 +183,7 @@ def test_remat_recomputes_blocks_with_equal_gradients():
 
   x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 16))
   block = Bottleneck(4, (1, 2, 2), 'costb', True, True)
-  variables = block.init(jax.random.key(0), x, False)
+  variables = jax.jit(lambda k: block.init(k, x, False))(jax.random.key(0))
   grads = []
   for cls in (Bottleneck, nn.remat(Bottleneck, static_argnums=(2,))):
     module = cls(4, (1, 2, 2), 'costb', True, True)
@@ -196,9 +196,9 @@ def test_remat_recomputes_blocks_with_equal_gradients():
     np.testing.assert_allclose(
       a, b, atol=1e-6 * float(jnp.max(jnp.abs(b))), rtol=1e-5, err_msg=path
     )
-  # The config switch puts every block of the backbone under remat.
+  # The config switch puts every block of the backbone under remat (one block per stage here).
   clips = jnp.zeros((2, 4, 16, 16, 3))
-  model = create_model(_tiny('costb', remat=True))
+  model = create_model(_tiny('costb', remat=True, stage_blocks=(1, 1, 1, 1), inflate=((1,),) * 4))
   params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, clips))
   jaxpr = str(
     jax.make_jaxpr(
@@ -209,7 +209,7 @@ def test_remat_recomputes_blocks_with_equal_gradients():
       )(v['params'])
     )(params)
   )
-  assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 16
+  assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 4
 
 
 def test_bf16_compute_keeps_float32_parameters_and_logits():
