@@ -101,8 +101,8 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 def contract(a: jax.Array, b: jax.Array, axes: tuple[int, int], precision=None) -> jax.Array:
   """`a` and `b` summed over axis `axes[0]` of `a` and `axes[1]` of `b` (no batch axes), in
   their result type: the one `dot_general` that `jnp.einsum` lowers these contractions to,
-  without einsum's trace-time cost (a contraction-path search and a nested jit per call, about
-  a quarter of tracing a train step)."""
+  without einsum's trace-time cost (a contraction-path search and a nested jit per call: a tiny
+  train step traced in 1.37 s with einsum, 1.20 s without)."""
   dtype = jnp.result_type(a, b)
   numbers = (((axes[0] % a.ndim,), (axes[1] % b.ndim,)), ((), ()))
   return jax.lax.dot_general(a, b, numbers, precision, preferred_element_type=dtype)
