@@ -98,7 +98,9 @@ def _max_pool_bwd(window, strides, padding, x, grad):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def contract(a: jax.Array, b: jax.Array, axes: tuple[int, int], precision=None) -> jax.Array:
+def contract(
+  a: jax.Array, b: jax.Array, axes: tuple[int, int], precision: str | None = None
+) -> jax.Array:
   """`a` and `b` summed over axis `axes[0]` of `a` and `axes[1]` of `b` (no batch axes), in
   their result type: the one `dot_general` that `jnp.einsum` lowers these contractions to,
   without einsum's trace-time cost (a contraction-path search and a nested jit per call: a tiny
