@@ -74,11 +74,11 @@ def test_whole_model_train_step_gradients_equal_fold2d(arch):
   clips = jax.random.normal(jax.random.key(0), (4, 4, 32, 32, 3))
   labels = jnp.array([0, 1, 2, 3])
   results = {}
+  models = {impl: create_model(_tiny(arch, impl)) for impl in ('fold2d', 'fold2d_custom_grads')}
   # Both implementations have the same variables: initialise once, differentiate both there.
-  first = create_model(_tiny(arch, 'fold2d'))
-  variables = jax.jit(lambda k: first.init({'params': k}, clips[:1]))(jax.random.key(1))
-  for impl in ('fold2d', 'fold2d_custom_grads'):
-    model = create_model(_tiny(arch, impl))
+  init = jax.jit(lambda k: models['fold2d'].init({'params': k}, clips[:1]))
+  variables = init(jax.random.key(1))
+  for impl, model in models.items():
 
     def loss(params, model=model, variables=variables):
       logits, state = model.apply(
