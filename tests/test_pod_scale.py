@@ -348,6 +348,12 @@ def _names_dead_process(log: str, pid: int) -> bool:
   return re.search(pattern, log) is not None
 
 
+def _cut_off_by_gloo(log: str) -> bool:
+  """`log` ends in a Gloo failure: a collective with the dead process broke before the
+  coordination service's verdict (a raised error, or Gloo's own abort from its thread)."""
+  return re.search(r'Gloo [\w-]+ failed|gloo::EnforceNotMet', log) is not None
+
+
 def test_a_killed_process_stops_the_others_naming_it(pod, killed):
   # The killed run had resumed the 1 x 8 checkpoint and trained on: the reverse direction.
   for log in killed.logs:
@@ -360,8 +366,14 @@ def test_a_killed_process_stops_the_others_naming_it(pod, killed):
   for pid in survivors:
     assert killed.stop_s[pid] <= STOP_BOUND_S, (pid, killed.stop_s)
     assert killed.codes[pid] != 0, pid
-    assert _names_dead_process(killed.logs[pid], KILLED), killed.logs[pid][-3000:]
     assert 'Training stopped' not in killed.logs[pid]  # none of them finished on its own
+  # The coordination service names the dead process in the logs of the survivors it stops. A
+  # survivor inside a collective with the dead process may be stopped sooner by Gloo (seen once
+  # in many runs: an abort 0.2 s after the kill), whose error names no process.
+  naming = [pid for pid in survivors if _names_dead_process(killed.logs[pid], KILLED)]
+  assert naming, [log[-3000:] for log in killed.logs]
+  for pid in sorted(set(survivors) - set(naming)):
+    assert _cut_off_by_gloo(killed.logs[pid]), killed.logs[pid][-3000:]
   assert killed.killed_after <= killed.newest < 3 * STEPS_PER_EPOCH
   print(f'survivors stopped {killed.stop_s} s after the kill (bound {STOP_BOUND_S} s)')
 
