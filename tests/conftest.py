@@ -7,6 +7,7 @@ share, so a program one of them compiled is loaded, not compiled again, by the o
 
 import os
 
+from tests import garbage_collector
 from tests.xla_cache import XLA_CACHE, XLA_TEST_FLAGS
 
 for _flag in XLA_TEST_FLAGS:
@@ -35,3 +36,8 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(items: list) -> None:
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
+def pytest_collection_finish(session) -> None:
+  del session
+  garbage_collector.quiet()  # the test modules have imported the libraries

@@ -9,7 +9,8 @@ standard streams; it runs the module as `python -m` does (`runpy`, `__main__`, `
 `sys.path[0]`), or the code as `-c` does, and ends as an interpreter does (threads joined,
 atexit handlers, streams flushed, the same exit status), less the final teardown of every object
 (`_exit`). What it skips is the import: the entry modules themselves (they define flags)
-are imported in the child, never in the zygote.
+are imported in the child, never in the zygote. It inherits the zygote's garbage-collector
+settings (tests/garbage_collector.py: when the collector runs, not what a command computes).
 
 A command is forked only where that cannot change what it does: a `-m` command of
 `FORKED_MODULES` or a `-c` command, with the environment the zygote was started with except for
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import threading
 import types
+
+from tests import garbage_collector
 
 # `python -m` modules the zygote may start (and any `python -c` code).
 FORKED_MODULES = frozenset(
@@ -173,6 +176,7 @@ def _serve(path: str) -> None:
 
   for name in PRELOAD:
     importlib.import_module(name)
+  garbage_collector.quiet()  # as in the workers; the children inherit it
   listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
   listener.bind(path)
   listener.listen(64)
