@@ -8,15 +8,21 @@ import pytest
 from flax import traverse_util
 
 from configs import base
+from cost_jax.models.recognizer import backbone_architecture
 from cost_jax.models.resnet3d import blocks_per_stage
-from cost_jax.models.variables import init_variables
+from cost_jax.models.variables import abstract_variables, init_variables
 from cost_jax.weights import (
   CheckpointMismatchError,
   import_mmaction2,
   inflate_resnet2d,
   variables_to_state_dict,
 )
-from cost_jax.weights.mmaction2 import ArchitectureMismatchError, check_against, infer_model_config
+from cost_jax.weights.mmaction2 import (
+  ArchitectureMismatchError,
+  check_against,
+  infer_model_config,
+  variable_shapes,
+)
 from cost_jax.weights.saved import load_model
 from tests import fixtures, train_testlib, trees, zygote
 
@@ -192,3 +198,39 @@ def test_stage_blocks_build_other_block_counts_and_are_inferred_from_a_checkpoin
     check_against(inferred, older, 'ckpt')
   with pytest.raises(ValueError, match='expected 4 stages of >= 1 block'):
     blocks_per_stage(50, (1, 0, 1, 1))
+
+
+def test_variable_shapes_are_cached_by_every_field_that_changes_them():
+  """`variable_shapes` caches by the backbone's architecture and the class count: every other
+  model field leaves the shapes as they are, and the key's fields do change them."""
+  config = base.get_model_config('costb')
+  config.update(base_channels=4, num_classes=3, stage_blocks=(1, 1, 1, 1))
+  config.inflate = ((1,), (1,), (1,), (1,))
+
+  def uncached(cfg):
+    return {k: v.shape for k, v in traverse_util.flatten_dict(abstract_variables(cfg)).items()}
+
+  def varied(field, value):
+    changed = config.copy_and_resolve_references()
+    changed[field] = value
+    return changed
+
+  reference = uncached(config)
+  assert variable_shapes(config) == reference
+  others = dict(
+    conv_impl=('fold2d', 'fold2d_custom_grads', 'conv3d'),
+    dropout_ratio=(0.0,),
+    bn_group_size=(0, 2),
+    precision=('bfloat16', 'float32_full'),
+    remat=(True,),
+    frozen_stages=(0, 4),
+    norm_eval=(True,),
+  )
+  key_fields = set(backbone_architecture(config)) | {'num_classes'}
+  assert set(others) | key_fields == set(config), set(config) - set(others) - key_fields
+  for field, values in others.items():
+    for value in values:
+      assert uncached(varied(field, value)) == reference, (field, value)
+  for field, value in (('num_classes', 5), ('base_channels', 8), ('arch', 'i3d')):
+    changed = varied(field, value)
+    assert variable_shapes(changed) == uncached(changed) != reference, field
