@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import errors, traverse_util
 from flax import linen as nn
-from flax import traverse_util
 
 from configs import base
 from cost_jax.models import count_params, create_model
@@ -281,3 +281,25 @@ def test_bn_statistics_stay_accurate_when_a_channel_mean_dwarfs_its_spread():
   np.testing.assert_allclose(
     state['batch_stats']['var'], 0.9 + 0.1 * var * x[..., 0].size / (x[..., 0].size - 1), rtol=1e-4
   )
+
+
+@pytest.mark.parametrize(
+  'layer,name',
+  [
+    (Conv3D(6, (1, 3, 3), padding=(0, 1, 1)), 'kernel'),
+    (CoSTConv(6, 'costa', (1, 1, 1)), 'alpha'),
+    (CoSTConv(6, 'costb', (1, 1, 1)), 'kernel'),
+  ],
+  ids=['Conv3D', 'CoSTConv-costa', 'CoSTConv-costb'],
+)
+def test_a_parameter_of_another_shape_is_refused_naming_it(layer, name):
+  """The modules check existing parameters' shapes themselves (models/params.py), not by
+  tracing the initialiser as Flax's `param` does: a wrong shape still stops apply."""
+  x = jnp.zeros((1, 4, 8, 8, 4))
+  variables = layer.init(jax.random.key(0), x)
+  wrong = jax.tree_util.tree_map(lambda v: v, variables)
+  shape = wrong['params'][name].shape
+  wrong['params'][name] = jnp.zeros(shape[:-1] + (shape[-1] + 1,))
+  layer.apply(variables, x)
+  with pytest.raises(errors.ScopeParamShapeError, match=rf'"{name}" in "/"'):
+    layer.apply(wrong, x)

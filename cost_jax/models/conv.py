@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cost_jax.models import custom_grads as custom_grads_lib
+from cost_jax.models import params
 
 Triple = tuple[int, int, int]
 
@@ -111,8 +112,8 @@ class Conv3D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param(
-      'kernel', kaiming_fan_out, tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32
+    kernel = params.param(
+      self, 'kernel', kaiming_fan_out, tuple(self.kernel_size) + (x.shape[-1], self.features)
     )
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.fold:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cost_jax.models import conv as conv_lib
+from cost_jax.models import params
 
 VIEWS = ('hw', 'tw', 'th')
 # Which NTHWC axis each view folds into the batch (its kernel has size 1 there).
@@ -74,15 +75,15 @@ class CoSTConv(nn.Module):
     if self.variant not in ('costa', 'costb'):
       raise ValueError(f"CoSTConv.variant must be 'costa' or 'costb', got {self.variant!r}")
     k = self.kernel_size
-    kernel = self.param(
-      'kernel', conv_lib.kaiming_fan_out, (k, k, x.shape[-1], self.features), jnp.float32
+    kernel = params.param(
+      self, 'kernel', conv_lib.kaiming_fan_out, (k, k, x.shape[-1], self.features)
     )
     x = x.astype(self.dtype)
     views = view_convolutions(x, kernel.astype(self.dtype), self.strides, self.padding, self.fold)
     self.sow('cost_views', 'views', views)  # raw views, for tests and figures
 
     if self.variant == 'costa':
-      alpha = self.param('alpha', costa_alpha_init, (3, self.features), jnp.float32)
+      alpha = params.param(self, 'alpha', costa_alpha_init, (3, self.features))
       weights = jax.nn.softmax(alpha, axis=0).T  # (C, 3)
       per_view = [weights[:, i] for i in range(3)]  # each (C,)
     else:
@@ -97,7 +98,6 @@ class CoSTConv(nn.Module):
     self.sow('intermediates', 'view_weights', weights)
     out = sum(views[v] * w.astype(self.dtype) for v, w in zip(VIEWS, per_view))
     if self.use_bias:
-      out = out + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(
-        self.dtype
-      )
+      bias = params.param(self, 'bias', nn.initializers.zeros, (self.features,))
+      out = out + bias.astype(self.dtype)
     return out

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from cost_jax.models import params
+
 
 def _shifted_moments(xg: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean and biased variance over axes 1 and 2 of (groups, rows, columns, C), in one pass.
@@ -47,8 +49,8 @@ class BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     channels = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (channels,), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
+    scale = params.param(self, 'scale', nn.initializers.ones, (channels,))
+    bias = params.param(self, 'bias', nn.initializers.zeros, (channels,))
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), jnp.float32)
 
