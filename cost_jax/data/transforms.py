@@ -88,7 +88,7 @@ def resize_window(
   return tf.cond(same, sliced, resized)
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _apply_taps(frames, x0, x1, a0, a1, y0, y1, b0, b1):
   """OpenCV's uint8 two-pass kernel, integer-only (exact under XLA, which fuses it: ~4x faster
   than op-by-op TF). Compiled once per input frame shape."""
