@@ -12,7 +12,11 @@ from tests import fixtures
 
 @functools.lru_cache(maxsize=None)
 def _tf_sampler(clip_len, frame_interval, num_clips, test_mode):
-  @tf.function(input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.float64)])
+  # As the input pipeline traces it: as written, without AutoGraph.
+  @tf.function(
+    input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([None], tf.float64)],
+    autograph=False,
+  )
   def fn(num_frames, uniform):
     return sampling.sample_frame_indices_tf(
       num_frames, clip_len, frame_interval, num_clips, test_mode, None if test_mode else uniform
