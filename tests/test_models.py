@@ -91,19 +91,21 @@ def test_train_mode_batch_stats_depend_on_the_input(arch):
 EXPECTED_MILLIONS = {'c2d': 24.33, 'i3d': 29.01, 'costa': 24.33, 'costb': 25.09}
 
 
+def _full_size_shapes(model, clips):
+  """(logits, variables) of `model` at the shape of `clips`, from one trace (no compile): the
+  variables hold the backbone's stage outputs ('intermediates')."""
+  init = lambda x: model.init_with_output({'params': jax.random.key(0)}, x, mutable=True)
+  return jax.eval_shape(init, clips)
+
+
 @pytest.mark.parametrize('arch', fixtures.ARCHS)
 def test_full_size_parameter_counts_and_shapes(arch):
   config = base.get_model_config(arch)
-  model = create_model(config)
   clips = jax.ShapeDtypeStruct((2, 8, 224, 224, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
+  logits, variables = _full_size_shapes(create_model(config), clips)
   assert round(count_params(variables['params']) / 1e6, 2) == EXPECTED_MILLIONS[arch]
-  logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
   assert logits.shape == (2, 400)
-  feat = jax.eval_shape(
-    lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips
-  )
-  assert feat.shape == (2, 4, 7, 7, 2048)
+  assert variables['intermediates']['backbone']['layer4'][0].shape == (2, 4, 7, 7, 2048)
 
 
 @pytest.mark.parametrize(
@@ -114,14 +116,9 @@ def test_config_variants_build_at_full_size(config_name, frames, feat_t):
   import importlib
 
   config = importlib.import_module(f'configs.{config_name}').get_config()
-  model = create_model(config.model)
   clips = jax.ShapeDtypeStruct((1, frames, 224, 224, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x), clips)
-  feat = jax.eval_shape(
-    lambda v, x: model.apply(v, x, method=lambda m, c: m.backbone(c, False)), variables, clips
-  )
-  assert feat.shape == (1, feat_t, 7, 7, 2048)
-  logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, clips)
+  logits, variables = _full_size_shapes(create_model(config.model), clips)
+  assert variables['intermediates']['backbone']['layer4'][0].shape == (1, feat_t, 7, 7, 2048)
   assert logits.shape == (1, config.model.num_classes)
   stem = variables['params']['backbone']['conv1']['conv']['kernel']
   assert stem.shape[:3] == tuple(config.model.conv1_kernel)
