@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import errors
 from flax import linen as nn
+from flax.core import meta
 
 
 def param(
@@ -24,7 +25,7 @@ def param(
   shape = tuple(shape)
   if module.is_initializing() or not module.has_variable('params', name):
     return module.param(name, init_fn, shape, dtype)
-  value = module.get_variable('params', name)
+  value = meta.unbox(module.get_variable('params', name))  # as Module.param returns it
   if np.shape(value) != shape:
     raise errors.ScopeParamShapeError(name, module.scope.path_text, np.shape(value), shape)
   return value
