@@ -19,20 +19,19 @@ import io
 import json
 import re
 import sys
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
-from flax import traverse_util
 
 from cost_jax import cli, storage
-from cost_jax.data import transforms
-from cost_jax.inference import loading
-from cost_jax.inference.protocol import PROTOCOL_FIELDS
-from cost_jax.runtime import xla_options
+
+if TYPE_CHECKING:
+  from cost_jax.inference import loading
+
+# JAX and TensorFlow load inside the functions that use them, so that a command line without
+# its required flags gets its usage at once (as cost_jax.main and cost_jax.predict).
 
 VIEW_NAMES = ('H-W', 'T-W', 'T-H')  # order of the coefficients (CoSTConv's VIEWS)
 JSON_NAME = 'view_weights.json'
@@ -62,6 +61,10 @@ def _check_cost(bundle: loading.ModelBundle) -> None:
 
 def learned_view_weights(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """CoST(a): {layer: softmax(alpha) over the views, (C, 3)}, in network order."""
+  import jax
+  import jax.numpy as jnp
+  from flax import traverse_util
+
   found = {}
   for path, value in traverse_util.flatten_dict(dict(params)).items():
     if path[-1] == 'alpha':
@@ -101,6 +104,11 @@ class _Moments:
 
 def _view_weights_fn(bundle: loading.ModelBundle):
   """Jitted uint8 clips -> {layer: (N, C, 3)} coefficients predicted by each CoST(b) layer."""
+  from flax import traverse_util
+
+  from cost_jax.data import transforms
+  from cost_jax.runtime import xla_options
+
   model, protocol = bundle.model, bundle.protocol
 
   def fn(variables, clips_uint8):
@@ -167,6 +175,7 @@ def val_batches(
   """Val-pipeline batches (one centre clip per video) of a TFRecord split, and the split's class
   names (from its manifest)."""
   from cost_jax.data import input_pipeline  # tf.data only when a dataset is analysed
+  from cost_jax.inference.protocol import PROTOCOL_FIELDS
 
   data_config = ml_collections.ConfigDict({k: bundle.protocol[k] for k in PROTOCOL_FIELDS})
   data_config.update(
@@ -396,6 +405,8 @@ def _main(positional: list[str]) -> int:
   cli.require(FLAGS, 'checkpoint', 'output_dir')
   storage.check(FLAGS.output_dir, '--output_dir')
   cli.start_runtime()
+  from cost_jax.inference import loading
+
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   _check_cost(bundle)
   print(loading.label_note(bundle), file=sys.stderr)

@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import jax
 import numpy as np
 from absl import flags
 
 from cost_jax import cli, storage
-from cost_jax.inference import loading
-from cost_jax.training import metrics
+
+if TYPE_CHECKING:
+  import jax
+
+  from cost_jax.inference import loading
+
+# JAX and TensorFlow load inside the functions that use them, so that a command line without
+# its required flags gets its usage at once (as cost_jax.main and cost_jax.predict).
 
 FORMATS = ('savedmodel', 'stablehlo', 'both')
 SAVED_MODEL_DIR = 'saved_model'
@@ -58,6 +63,8 @@ def _spec(
   platforms: Sequence[str],
   formats: Sequence[str],
 ) -> dict[str, Any]:
+  from cost_jax.training import metrics
+
   return {
     'input': {
       'name': INPUT_NAME,
@@ -101,6 +108,8 @@ def export_stablehlo(
   bundle: loading.ModelBundle, clip_shape: Sequence[int], platforms: Sequence[str] = ('cpu',)
 ) -> jax.export.Exported:
   """`jax.export` of clips -> probabilities, batch size symbolic, weights embedded."""
+  import jax
+
   variables = bundle.variables
   probabilities = bundle.probability_fn()
   (batch,) = jax.export.symbolic_shape('batch')
@@ -117,6 +126,8 @@ def save_stablehlo(exported: jax.export.Exported, path: str) -> str:
 
 def load_stablehlo(directory: str) -> jax.export.Exported:
   """The `jax.export.Exported` written by `export` to `directory` (call it with `.call`)."""
+  import jax
+
   path = storage.join(directory, STABLEHLO_FILE)
   if not storage.isfile(path):
     raise FileNotFoundError(f'{path} is missing: {directory} holds no StableHLO export')
@@ -130,6 +141,7 @@ def export_savedmodel(
   platforms: Sequence[str] = ('cpu',),
 ) -> str:
   """Writes a TF SavedModel: signature `serving_default(clips uint8) -> {'probabilities'}`."""
+  import jax
   import tensorflow as tf
   from jax.experimental import jax2tf
 
@@ -223,6 +235,8 @@ def _main(positional: list[str]) -> int:
   cli.require(FLAGS, 'checkpoint', 'output')
   storage.check(FLAGS.output, '--output')
   cli.start_runtime()
+  from cost_jax.inference import loading
+
   bundle = loading.load_bundle(FLAGS.checkpoint, FLAGS.labels)
   print(loading.label_note(bundle), file=sys.stderr)
   paths = export(bundle, FLAGS.output, FLAGS.format, FLAGS.frames, FLAGS.size, FLAGS.platforms)

@@ -34,9 +34,10 @@ NOISE = re.compile(
 )
 TF_LINE = 'tf_record_dataset_op.cc'  # an INFO line TensorFlow logs for every verified shard
 MAX_USAGE_LINES = 25
-# predict's usage, then which of the heavy libraries it loaded for it.
-PREDICT_USAGE_MODULES = (
-  'import sys\nfrom cost_jax import predict\nstatus = predict.main(["cost_jax.predict"])\n'
+# The tools' usage, then which of the heavy libraries they loaded for it.
+USAGE_MODULES = (
+  'import sys\nfrom cost_jax import analyze, export, predict\n'
+  'status = [m.main([m.__name__]) for m in (predict, export, analyze)]\n'
   'print(status, sorted(m for m in ("tensorflow", "jax", "flax", "av") if m in sys.modules))'
 )
 PY = sys.executable
@@ -79,7 +80,7 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         _run, main + [f'--config={config}', f'--workdir={root}/w', '--mode=tset']
       ),
       'predict': pool.submit(_run, [PY, '-m', 'cost_jax.predict']),
-      'predict_modules': pool.submit(_run, [PY, '-c', PREDICT_USAGE_MODULES]),
+      'usage_modules': pool.submit(_run, [PY, '-c', USAGE_MODULES]),
       'import_usage': pool.submit(_run, import_tool),
       'import': pool.submit(_run, import_tool + [fixtures.path('c2d.pth'), f'--output={root}/m']),
     }
@@ -117,7 +118,7 @@ def test_tools_without_their_required_flags_print_a_short_usage(runs, capsys):
     runs['predict'], 'python -m cost_jax.predict --checkpoint', 'error: --checkpoint is required'
   )
   # At once: before TensorFlow or JAX load (as cost_jax.main).
-  assert runs['predict_modules'].stdout.splitlines()[-1] == '2 []', runs['predict_modules']
+  assert runs['usage_modules'].stdout.splitlines()[-1] == '[2, 2, 2] []', runs['usage_modules']
   _check_usage(runs['import_usage'], 'error: a checkpoint path and --output are required')
   for module, expected in (
     (analyze, 'error: --checkpoint and --output_dir are required'),
