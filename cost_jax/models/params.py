@@ -25,6 +25,7 @@ def param(
   shape = tuple(shape)
   if module.is_initializing() or not module.has_variable('params', name):
     return module.param(name, init_fn, shape, dtype)
+  module.scope.reserve(name, 'params')  # as Scope.param does: a clash of names still fails
   value = meta.unbox(module.get_variable('params', name))  # as Module.param returns it
   if np.shape(value) != shape:
     raise errors.ScopeParamShapeError(name, module.scope.path_text, np.shape(value), shape)
