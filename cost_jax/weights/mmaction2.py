@@ -164,6 +164,9 @@ def check_against(
     )
 
 
+_SHAPES: dict[str, dict[tuple, tuple]] = {}  # variable_shapes' cache
+
+
 def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
   """Flat {(collection, *path): shape} of a model's variables.
 
@@ -175,9 +178,6 @@ def variable_shapes(model_config: Mapping[str, Any]) -> dict[tuple, tuple]:
     flat = traverse_util.flatten_dict(abstract_variables(model_config))
     _SHAPES[key] = {k: tuple(v.shape) for k, v in flat.items()}
   return dict(_SHAPES[key])
-
-
-_SHAPES: dict[str, dict[tuple, tuple]] = {}
 
 
 def state_dict_to_variables(
