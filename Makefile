@@ -6,11 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo bench bench-vs-pytorch clean
 
+# uv installs the pinned files: pip took 1 min 50 s here for requirements-dev.txt, uv 24 s with
+# the byte-code compiled (5 s without; benchmarks/README.md). pip stays in the venv.
+UV_PIN := uv==0.13.10
+UV_INSTALL := $(VENV)/bin/uv pip install --quiet --python $(PY)
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --upgrade pip $(UV_PIN)
+	$(UV_INSTALL) --compile-bytecode -r requirements-dev.txt
+	$(UV_INSTALL) --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -46,9 +51,9 @@ clean:
 # $(VENV)/.installed-gpu from requirements-gpu.txt, $(VENV)/.installed-tpu from requirements-tpu.txt.
 $(VENV)/.installed-%: requirements.txt requirements-%.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-$*.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --upgrade pip $(UV_PIN)
+	$(UV_INSTALL) --compile-bytecode -r requirements-$*.txt
+	$(UV_INSTALL) --no-deps -e .
 	touch $@
 
 venv-gpu: $(VENV)/.installed-gpu

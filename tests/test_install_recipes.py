@@ -133,14 +133,17 @@ def _make_dry_run(target: str, venv: str) -> str:
 def test_make_target_installs_the_file_and_the_package(platform, tmp_path):
   venv = str(tmp_path / 'venv')  # absent, so make prints every step
   out = _make_dry_run(f'venv-{platform}', venv)
-  assert f'{venv}/bin/python -m pip install --quiet -r {ACCELERATOR_FILES[platform]}' in out
-  assert f'{venv}/bin/python -m pip install --quiet --no-deps -e .' in out
+  install = f'{venv}/bin/uv pip install --quiet --python {venv}/bin/python'
+  assert f'{install} --compile-bytecode -r {ACCELERATOR_FILES[platform]}' in out
+  assert f'{install} --no-deps -e .' in out
   assert 'requirements-dev.txt' not in out
 
 
 def test_cpu_install_is_unchanged(tmp_path):
   venv = str(tmp_path / 'venv')
   out = _make_dry_run('venv', venv)
-  assert f'{venv}/bin/python -m pip install --quiet -r requirements-dev.txt' in out
+  install = f'{venv}/bin/uv pip install --quiet --python {venv}/bin/python'
+  assert f'{install} --compile-bytecode -r requirements-dev.txt' in out
+  assert f'{venv}/bin/python -m pip install --quiet --upgrade pip uv==' in out
   assert 'requirements-gpu' not in out and 'requirements-tpu' not in out
   assert _includes('requirements-dev.txt') == ['requirements.txt']
