@@ -73,18 +73,10 @@ def test_train_mode_outputs_and_running_stats_match_mmaction2(arch):
       )
       checked += 1
   assert checked == 2 * sum(k.endswith('.bn.running_mean') for k in updated)
-
-
-@pytest.mark.parametrize('arch', fixtures.ARCHS)
-def test_train_mode_batch_stats_depend_on_the_input(arch):
-  """Guards the check above: running stats must actually move in train mode."""
-  io = fixtures.io(arch)
-  _, model, variables = _model_and_variables(arch, dropout_ratio=0.0, bn_group_size=0)
-  _, new_state = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
-    variables, fixtures.ncthw_to_nthwc(io['input'])[:, :, :32, :32]
-  )
+  # The guard of that check: in train mode every running statistic moves with the batch.
   old = traverse_util.flatten_dict(variables['batch_stats'])
   new = traverse_util.flatten_dict(new_state['batch_stats'])
+  assert old.keys() == new.keys()
   assert all(not np.allclose(old[k], new[k]) for k in old)
 
 
