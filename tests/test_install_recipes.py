@@ -129,11 +129,16 @@ def _make_dry_run(target: str, venv: str) -> str:
   return result.stdout
 
 
+def _uv_install(venv: str) -> str:
+  """The Makefile's install command (UV_INSTALL) for a venv at `venv`."""
+  return f'{venv}/bin/uv pip install --quiet --python {venv}/bin/python'
+
+
 @pytest.mark.parametrize('platform', sorted(ACCELERATOR_FILES))
 def test_make_target_installs_the_file_and_the_package(platform, tmp_path):
   venv = str(tmp_path / 'venv')  # absent, so make prints every step
   out = _make_dry_run(f'venv-{platform}', venv)
-  install = f'{venv}/bin/uv pip install --quiet --python {venv}/bin/python'
+  install = _uv_install(venv)
   assert f'{install} --compile-bytecode -r {ACCELERATOR_FILES[platform]}' in out
   assert f'{install} --no-deps -e .' in out
   assert 'requirements-dev.txt' not in out
@@ -142,8 +147,7 @@ def test_make_target_installs_the_file_and_the_package(platform, tmp_path):
 def test_cpu_install_is_unchanged(tmp_path):
   venv = str(tmp_path / 'venv')
   out = _make_dry_run('venv', venv)
-  install = f'{venv}/bin/uv pip install --quiet --python {venv}/bin/python'
-  assert f'{install} --compile-bytecode -r requirements-dev.txt' in out
+  assert f'{_uv_install(venv)} --compile-bytecode -r requirements-dev.txt' in out
   assert f'{venv}/bin/python -m pip install --quiet --upgrade pip uv==' in out
   assert 'requirements-gpu' not in out and 'requirements-tpu' not in out
   assert _includes('requirements-dev.txt') == ['requirements.txt']
