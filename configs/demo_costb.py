@@ -11,7 +11,8 @@ The official recipe (SGD, momentum 0.9, wd 1e-4, clip 40, step decay, BatchNorm 
 chance (15% val after 1200 steps); width 8 learns. base_lr 0.02: with base_lr 0.05, whether the
 model left chance early depended on the seed (seed 0: chance until about step 800, 45.5% at the
 end; seeds 1 and 2: 94% and 96%). With 0.02, seeds 0-3 all did better by step 450 (45.5-80.5% val
-against 12.5-37%), and seeds 1 and 2 ended at 91.0% and 90.5% (benchmarks/README.md, `make demo`).
+against 12.5-37%), and seeds 0, 1 and 2 ended at 90.0%, 91.0% and 90.5% (benchmarks/README.md,
+`make demo`).
 """
 
 from configs import base
